@@ -1,0 +1,186 @@
+"""Sampling from a GPT: KV cache, temperature, top-k, top-p, seed, stop string, streaming, hooks.
+
+With the KV cache, the prompt is run once and then each step passes only the newest token, so
+hooks see activations of shape [batch, 1, ...] after the first step. When the text outgrows the
+context (`block_size`), the window is cropped to its last `block_size` tokens and the cache is
+rebuilt from that window, so cached and uncached generation give the same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .gpt import GPT
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick one id per row of `logits` [batch, vocab]; temperature 0 means greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the first token always
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _validate(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def _prompt_tokens(model: "GPT", input: Tensor | str | Sequence[str]) -> Tensor:
+    tokens = model._as_tokens(input)
+    if tokens.shape[1] == 0:
+        raise ValueError("the prompt is empty; give at least one token (e.g. a newline) to start from")
+    return tokens
+
+
+@torch.no_grad()
+def stream_tokens(
+    model: "GPT",
+    tokens: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    use_kv_cache: bool = True,
+) -> Iterator[Tensor]:
+    """Yield the next token ids [batch] one step at a time (hooks attached by the caller apply)."""
+    _validate(max_new_tokens, temperature, top_k, top_p)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=tokens.device).manual_seed(seed)
+    block = model.config.block_size
+    seq = tokens
+    cache = None
+    for _ in range(max_new_tokens):
+        if not use_kv_cache:
+            logits = model(seq[:, -block:])
+        elif cache is None or seq.shape[1] > block:
+            cache = model.new_kv_cache()
+            logits = model(seq[:, -block:], kv_cache=cache)  # (re)fill the cache from the window
+        else:
+            logits = model(seq[:, cache.length :], kv_cache=cache)
+        next_ids = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+        seq = torch.cat([seq, next_ids[:, None]], dim=1)
+        yield next_ids
+
+
+def _decode_until_stop(model: "GPT", ids: list[int], stop: str | None) -> tuple[str, bool]:
+    text = model.tokenizer.decode(ids)
+    if stop and stop in text:
+        return text[: text.index(stop)], True
+    return text, False
+
+
+def generate(
+    model: "GPT",
+    input: Tensor | str | Sequence[str],
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: str | None = None,
+    use_kv_cache: bool = True,
+    fwd_hooks: Sequence[tuple[Any, Any]] = (),
+) -> Tensor | str | list[str]:
+    """Continue `input` by up to `max_new_tokens` tokens.
+
+    Token input returns ids [batch, pos + new]; text input returns the prompt plus its
+    continuation, cut before `stop` when that string appears (generation ends once every row
+    has produced it). `fwd_hooks` are attached for the whole generation, as in `run_with_hooks`.
+    """
+    if stop is not None and model.tokenizer is None:
+        raise ValueError("a stop string needs a tokenizer to decode the generated text")
+    tokens = _prompt_tokens(model, input)
+    was_training = model.training
+    model.eval()
+    new: list[Tensor] = []
+    done = torch.zeros(tokens.shape[0], dtype=torch.bool)
+    try:
+        with model.hooks(fwd_hooks=list(fwd_hooks)):
+            for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
+                new.append(next_ids)
+                if stop:
+                    tail = torch.stack(new[-len(stop) :], dim=1)
+                    done |= torch.tensor([stop in model.tokenizer.decode(row.tolist()) for row in tail])
+                    if bool(done.all()):
+                        break
+    finally:
+        model.train(was_training)
+    out = torch.cat([tokens, torch.stack(new, dim=1)], dim=1) if new else tokens
+    if isinstance(input, Tensor):
+        return out
+    prompt_len = tokens.shape[1]
+    texts = []
+    for row in out:
+        continuation, _ = _decode_until_stop(model, row[prompt_len:].tolist(), stop)
+        texts.append(model.tokenizer.decode(row[:prompt_len].tolist()) + continuation)
+    return texts[0] if isinstance(input, str) else texts
+
+
+def generate_stream(
+    model: "GPT",
+    input: Tensor | str,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: str | None = None,
+    use_kv_cache: bool = True,
+    fwd_hooks: Sequence[tuple[Any, Any]] = (),
+) -> Iterator[str | Tensor]:
+    """Yield each new piece as soon as it is sampled: text pieces for a text prompt (one
+    prompt), token ids [batch] for token input. For live display in a terminal or an app."""
+    tokens = _prompt_tokens(model, input)
+    as_text = isinstance(input, str)
+    if as_text and tokens.shape[0] != 1:
+        raise ValueError("generate_stream streams text for one prompt at a time")
+    was_training = model.training
+    model.eval()
+    generated: list[int] = []
+    emitted = ""
+    try:
+        with model.hooks(fwd_hooks=list(fwd_hooks)):
+            for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
+                if not as_text:
+                    yield next_ids
+                    continue
+                generated.append(int(next_ids[0]))
+                text, stopped = _decode_until_stop(model, generated, stop)
+                if len(text) > len(emitted):
+                    yield text[len(emitted) :]
+                    emitted = text
+                if stopped:
+                    return
+    finally:
+        model.train(was_training)

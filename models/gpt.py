@@ -1,0 +1,527 @@
+"""The nanolens GPT: nanoGPT's model as a TransformerLens `HookedRootModule`.
+
+The module tree uses TransformerLens' names (`embed`, `pos_embed`, `blocks.{i}.ln1/attn/ln2/mlp`,
+`ln_final`, `unembed`) because `HookedRootModule.setup()` names every `HookPoint` by its module
+path, so `blocks.0.hook_resid_post` means here what it means in TransformerLens.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.config.transformer_lens_config import TransformerLensConfig
+from transformer_lens.hook_points import HookPoint
+
+from .attention import ATTENTION, Attention, KVCache
+from .config import GPTConfig
+from .mlp import MLP
+from .norms import build_norm
+from .positional import build_positional
+
+ReturnType = Literal["logits", "loss", "both", None]
+
+_TL_NORMS = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}
+_TL_POSITIONS = {"learned": "standard", "sinusoidal": "sinusoidal", "rotary": "rotary", "alibi": "alibi", "none": "none"}
+_TL_ACTS = {"gelu": "gelu", "geglu": "gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swiglu": "silu"}
+_SWITCHES = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_unembed")
+
+
+@dataclass
+class NanolensTLConfig(TransformerLensConfig):
+    """`model.cfg`: the facts TransformerLens' tools read, plus the optional-hook switches.
+
+    Components read the switches from this one shared object at every forward, so
+    `model.cfg.use_attn_result = True` (or `model.set_use_attn_result(True)`) takes effect at once.
+    """
+
+    use_attn_in: bool = False
+    use_hook_mlp_in: bool = False
+    use_hook_unembed: bool = False
+    d_vocab_out: int = -1
+    original_architecture: str = "nanolens"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tl_config(config: GPTConfig) -> NanolensTLConfig:
+    return NanolensTLConfig(
+        d_model=config.n_embd,
+        d_head=config.d_head,
+        n_layers=config.n_layer,
+        n_ctx=config.block_size,
+        n_heads=config.n_head,
+        d_mlp=config.mlp_width,
+        d_vocab=config.vocab_size,
+        d_vocab_out=config.vocab_size,
+        device="cpu",
+        positional_embedding_type=_TL_POSITIONS[config.positional],
+        n_key_value_heads=config.kv_heads if config.kv_heads != config.n_head else None,
+        attn_only=not config.use_mlp,
+        gated_mlp=config.gated_mlp,
+        uses_rms_norm=config.norm == "rmsnorm",
+        eps=config.norm_eps,
+        act_fn=_TL_ACTS[config.mlp],
+        normalization_type=_TL_NORMS[config.norm],
+        final_rms=config.norm == "rmsnorm" and config.use_final_norm,
+        default_prepend_bos=False,
+        **{name: getattr(config, name) for name in _SWITCHES},
+    )
+
+
+class HookNameError(ValueError):
+    """A hook name that the model does not have; the message suggests the closest real ones."""
+
+
+class Embed(nn.Module):
+    """Token embedding table `W_E` [d_vocab, d_model]."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(config.vocab_size, config.n_embd))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return F.embedding(tokens, self.W_E)
+
+
+class Unembed(nn.Module):
+    """Residual stream -> logits. With tied weights it reads the embedding table itself."""
+
+    def __init__(self, config: GPTConfig, switches: NanolensTLConfig, tied: nn.Parameter | None) -> None:
+        super().__init__()
+        self.switches = switches
+        self.weight = tied if tied is not None else nn.Parameter(torch.empty(config.vocab_size, config.n_embd))
+        self.hook_in = HookPoint()  # [batch, pos, d_model], with cfg.use_hook_unembed
+        self.hook_out = HookPoint()  # [batch, pos, d_vocab], with cfg.use_hook_unembed
+
+    @property
+    def W_U(self) -> Tensor:  # [d_model, d_vocab]
+        return self.weight.T
+
+    @property
+    def b_U(self) -> Tensor:
+        return self.weight.new_zeros(self.weight.shape[0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.switches.use_hook_unembed:
+            return F.linear(x, self.weight)
+        return self.hook_out(F.linear(self.hook_in(x), self.weight))
+
+
+class Block(nn.Module):
+    """One transformer block: attention then MLP, each pre- or post-normed, each added to the
+    residual stream (or, with `use_residual=False`, replacing it)."""
+
+    def __init__(self, config: GPTConfig, switches: NanolensTLConfig) -> None:
+        super().__init__()
+        self.switches = switches
+        self.pre_norm = config.norm_position == "pre"
+        self.residual = config.use_residual
+        self.hook_resid_pre = HookPoint()
+        self.attn = self.mlp = None
+        if config.use_attn:
+            self.ln1 = build_norm(config) or nn.Identity()
+            self.attn = ATTENTION[config.attention](config, switches)
+            if isinstance(self.attn, Attention):
+                self.hook_attn_in = HookPoint()  # [batch, pos, head, d_model], with cfg.use_attn_in
+                self.hook_q_input, self.hook_k_input, self.hook_v_input = HookPoint(), HookPoint(), HookPoint()
+            self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        if config.use_mlp:
+            self.ln2 = build_norm(config) or nn.Identity()
+            self.mlp = MLP(config)
+            self.hook_mlp_in = HookPoint()  # with cfg.use_hook_mlp_in
+            self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: Tensor, offset: int = 0, cache=None) -> Tensor:
+        x = self.hook_resid_pre(x)
+        if self.attn is not None:
+            x = self._add(x, self.hook_attn_out(self._attend(x, offset, cache)), self.ln1)
+        x = self.hook_resid_mid(x)
+        if self.mlp is not None:
+            mlp_in = self.hook_mlp_in(x.clone()) if self.switches.use_hook_mlp_in else x
+            x = self._add(x, self.hook_mlp_out(self.mlp(self.ln2(mlp_in) if self.pre_norm else mlp_in)), self.ln2)
+        return self.hook_resid_post(x)
+
+    def _add(self, resid: Tensor, out: Tensor, norm: nn.Module) -> Tensor:
+        x = resid + out if self.residual else out
+        return x if self.pre_norm else norm(x)
+
+    def _attend(self, x: Tensor, offset: int, cache) -> Tensor:
+        s = self.switches
+        if not isinstance(self.attn, Attention) or not (s.use_split_qkv_input or s.use_attn_in):
+            return self.attn(self.ln1(x) if self.pre_norm else x, offset, cache)
+        # TransformerLens' per-head input mode: the residual stream copied once per head (hooks
+        # see [batch, pos, head, d_model]) and normalised per head before projection.
+        def per_head(n: int) -> Tensor:
+            return x.unsqueeze(2).expand(-1, -1, n, -1).clone()
+
+        n_q, n_kv = self.attn.n_heads, self.attn.n_kv_heads
+        if s.use_split_qkv_input:
+            inputs = (self.hook_q_input(per_head(n_q)), self.hook_k_input(per_head(n_kv)), self.hook_v_input(per_head(n_kv)))
+        else:
+            attn_in = self.hook_attn_in(per_head(n_q))
+            kv_in = attn_in[:, :, :: self.attn.group]  # each K/V head reads its group's first head
+            inputs = (attn_in, kv_in, kv_in)
+        if self.pre_norm:
+            inputs = tuple(self.ln1(t) for t in inputs)
+        return self.attn(None, offset, cache, per_head=inputs)
+
+
+class GPT(HookedRootModule):
+    """A GPT whose every component is chosen by `GPTConfig`, with TransformerLens hook points.
+
+    >>> model = GPT(GPTConfig(vocab_size=65, n_layer=2, n_head=2, n_embd=32, block_size=16))
+    >>> logits, cache = model.run_with_cache(torch.zeros(1, 8, dtype=torch.long))
+    >>> cache["blocks.1.hook_resid_post"].shape
+    torch.Size([1, 8, 32])
+    """
+
+    def __init__(self, config: GPTConfig, tokenizer: Any | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.cfg = tl_config(config)
+        self.tokenizer = tokenizer
+        self.embed = Embed(config)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        positional = build_positional(config)
+        self.pos_embed = positional if getattr(positional, "kind", None) == "additive" else None
+        if self.pos_embed is not None:
+            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, self.cfg) for _ in range(config.n_layer))
+        self.ln_final = (build_norm(config) if config.use_final_norm else None) or nn.Identity()
+        self.unembed = Unembed(config, self.cfg, self.embed.W_E if config.tie_weights else None)
+        self._init_weights()
+        self.setup()
+
+    # ---- construction ----------------------------------------------------------------------
+    def _init_weights(self) -> None:
+        """nanoGPT's initialisation: N(0, 0.02), zero biases, residual projections scaled by
+        1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.embed.W_E, std=0.02)
+        if not self.config.tie_weights:
+            nn.init.normal_(self.unembed.weight, std=0.02)
+        depth_scale = 0.02 / (2 * max(self.config.n_layer, 1)) ** 0.5
+        for block in self.blocks:
+            for proj in (getattr(block.attn, "out", None), getattr(block.mlp, "fc_out", None)):
+                if proj is not None:
+                    nn.init.normal_(proj.weight, std=depth_scale)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; like nanoGPT, position embeddings are left out by default."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and isinstance(self.pos_embed, nn.Module):
+            n -= sum(p.numel() for p in self.pos_embed.parameters())
+        return n
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.W_E.device
+
+    def _apply(self, fn, recurse: bool = True):  # keep cfg.device/dtype true after .to()/.cuda()
+        super()._apply(fn, recurse) if recurse else super()._apply(fn)
+        self.cfg.device = str(self.embed.W_E.device)
+        self.cfg.dtype = self.embed.W_E.dtype
+        return self
+
+    # ---- forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        input: Tensor | str | list[str],
+        return_type: ReturnType = "logits",
+        targets: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        stop_at_layer: int | None = None,
+        loss_per_token: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor] | None:
+        """Run the model.
+
+        `input`: token ids [batch, pos] (or [pos]), or text when a tokenizer is attached.
+        `return_type`: "logits" [batch, pos, d_vocab], "loss" (mean cross-entropy), "both", None.
+        `targets`: ids to predict at each position; without them the loss is next-token loss on
+        the input itself (as TransformerLens does). `kv_cache`: generation's cache; the input is
+        then the tokens after those already cached. `stop_at_layer`: return the residual stream
+        entering that block (TransformerLens' convention) and skip the rest of the model.
+        """
+        tokens = self._as_tokens(input)
+        offset = kv_cache.length if kv_cache is not None else 0
+        self._check_tokens(tokens, offset)
+        x = self.hook_embed(self.embed(tokens))
+        if self.pos_embed is not None:
+            pos = self.pos_embed(offset, tokens.shape[1]).to(x.dtype)
+            x = x + self.hook_pos_embed(pos.unsqueeze(0).expand(tokens.shape[0], -1, -1))
+        x = self.dropout(x)
+        for i, block in enumerate(self.blocks):
+            if stop_at_layer is not None and i >= stop_at_layer:
+                return x
+            x = block(x, offset, kv_cache.layers[i] if kv_cache is not None else None)
+        if kv_cache is not None:
+            kv_cache.advance(tokens.shape[1])
+        if stop_at_layer is not None:
+            return x
+        if return_type is None:
+            return None
+        logits = self.unembed(self.ln_final(x))
+        if return_type == "logits":
+            return logits
+        loss = self.loss(logits, tokens, targets, per_token=loss_per_token)
+        return loss if return_type == "loss" else (logits, loss)
+
+    @staticmethod
+    def loss(logits: Tensor, tokens: Tensor, targets: Tensor | None = None, per_token: bool = False) -> Tensor:
+        """Cross-entropy against `targets` (ids, -1 = ignore), or next-token loss on `tokens`."""
+        if targets is None:
+            logits, targets = logits[:, :-1], tokens[:, 1:]
+        flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1, reduction="none")
+        per_position = flat.view(targets.shape)
+        return per_position if per_token else per_position[targets != -1].mean()
+
+    def _check_tokens(self, tokens: Tensor, offset: int) -> None:
+        if tokens.dtype not in (torch.long, torch.int, torch.int16, torch.uint8, torch.int8):
+            raise TypeError(f"token ids must be an integer tensor, got {tokens.dtype}")
+        if tokens.numel() == 0:
+            raise ValueError("the input holds no tokens; give at least one token (an empty prompt cannot be run)")
+        length = offset + tokens.shape[1]
+        if length > self.config.block_size:
+            raise ValueError(
+                f"input of {length} tokens is longer than the model's context (block_size="
+                f"{self.config.block_size}); crop it to its last {self.config.block_size} tokens "
+                "(generate() does this for you)"
+            )
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got {low}..{high}")
+
+    def _as_tokens(self, input: Tensor | str | Sequence[str]) -> Tensor:
+        if isinstance(input, Tensor):
+            tokens = input if input.dim() == 2 else input.unsqueeze(0)
+            return tokens.long().to(self.device)
+        return self.to_tokens(input)
+
+    # ---- tokens (TransformerLens' helpers) -------------------------------------------------
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError(
+                "this model has no tokenizer attached; pass token ids, or set model.tokenizer "
+                "(checkpoints loaded with GPT.load carry theirs)"
+            )
+        return self.tokenizer
+
+    def to_tokens(
+        self,
+        input: str | Sequence[str],
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        move_to_device: bool = True,
+        truncate: bool = False,
+    ) -> Tensor:
+        """Text -> ids [batch, pos]. A list of texts must tokenize to equal lengths (there is
+        no padding token in a char-level vocabulary). Char models have no BOS token, so
+        `prepend_bos` is accepted for TransformerLens compatibility and ignored."""
+        tok = self._require_tokenizer()
+        texts = [input] if isinstance(input, str) else list(input)
+        ids = [tok.encode(t) for t in texts]
+        if len({len(i) for i in ids}) > 1:
+            raise ValueError(
+                "texts tokenize to different lengths "
+                f"({sorted({len(i) for i in ids})}); pass them one at a time or make them equal length"
+            )
+        if truncate:
+            ids = [i[-self.config.block_size :] for i in ids]
+        tokens = torch.tensor(ids, dtype=torch.long)
+        return tokens.to(self.device) if move_to_device else tokens
+
+    def to_string(self, tokens: Tensor | Sequence[int]) -> str | list[str]:
+        tok = self._require_tokenizer()
+        tokens = torch.as_tensor(tokens)
+        if tokens.dim() == 2:
+            return [tok.decode(row.tolist()) for row in tokens]
+        return tok.decode(tokens.tolist())
+
+    def to_str_tokens(self, input: str | Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
+        tok = self._require_tokenizer()
+        ids = tok.encode(input) if isinstance(input, str) else torch.as_tensor(input).flatten().tolist()
+        return [tok.decode([i]) for i in ids]
+
+    def to_single_token(self, string: str) -> int:
+        ids = self._require_tokenizer().encode(string)
+        if len(ids) != 1:
+            raise ValueError(f"{string!r} is {len(ids)} tokens, not one")
+        return ids[0]
+
+    def tokens_to_residual_directions(self, tokens: str | int | Tensor) -> Tensor:
+        """The unembedding direction(s) of token(s): [d_model] or [..., d_model]."""
+        if isinstance(tokens, str):
+            tokens = self.to_single_token(tokens)
+        if isinstance(tokens, int):
+            return self.W_U[:, tokens]
+        return self.W_U[:, tokens.to(self.device)].movedim(0, -1)
+
+    # ---- TransformerLens weight layout -----------------------------------------------------
+    @property
+    def W_E(self) -> Tensor:
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Tensor:
+        if self.pos_embed is None:
+            raise AttributeError(f"a model with positional={self.config.positional!r} has no W_pos")
+        return self.pos_embed.W_pos
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.unembed.W_U
+
+    @property
+    def b_U(self) -> Tensor:
+        return self.unembed.b_U
+
+    def _stack(self, part: str, attr: str) -> Tensor:
+        modules = [getattr(b, part) for b in self.blocks]
+        if any(m is None for m in modules) or not modules:
+            raise AttributeError(f"this model has no {part} in every block, so no stacked {attr}")
+        return torch.stack([getattr(m, attr) for m in modules])
+
+    W_Q = property(lambda self: self._stack("attn", "W_Q"))
+    W_K = property(lambda self: self._stack("attn", "W_K"))
+    W_V = property(lambda self: self._stack("attn", "W_V"))
+    W_O = property(lambda self: self._stack("attn", "W_O"))
+    b_Q = property(lambda self: self._stack("attn", "b_Q"))
+    b_K = property(lambda self: self._stack("attn", "b_K"))
+    b_V = property(lambda self: self._stack("attn", "b_V"))
+    b_O = property(lambda self: self._stack("attn", "b_O"))
+    W_in = property(lambda self: self._stack("mlp", "W_in"))
+    W_out = property(lambda self: self._stack("mlp", "W_out"))
+    b_in = property(lambda self: self._stack("mlp", "b_in"))
+    b_out = property(lambda self: self._stack("mlp", "b_out"))
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Tensor:
+        """Sum of the output biases written into the residual stream before `layer`."""
+        total = self.W_E.new_zeros(self.config.n_embd)
+        for block in self.blocks[:layer]:
+            if isinstance(block.attn, Attention):
+                total = total + block.attn.b_O
+            if include_mlp_biases and block.mlp is not None:
+                total = total + block.mlp.b_out
+        if mlp_input and isinstance(self.blocks[layer].attn, Attention):
+            total = total + self.blocks[layer].attn.b_O
+        return total
+
+    # ---- hooks -----------------------------------------------------------------------------
+    def hook_names(self) -> list[str]:
+        """Every hook point's name (some fire only behind cfg switches: see DESIGN.md)."""
+        return list(self.hook_dict)
+
+    def attached_hooks(self) -> dict[str, int]:
+        """How many hooks (forward + backward, permanent included) each hook point holds now."""
+        return {name: len(handles) for name, handles in self.list_hooks().items()}
+
+    def check_hook_name(self, name: str) -> None:
+        """Raise HookNameError, suggesting the closest real names, if `name` is not a hook point."""
+        if name in self.hook_dict:
+            return
+        close = difflib.get_close_matches(name, self.hook_dict, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise HookNameError(
+            f"no hook point named {name!r}{hint} (model.hook_names() lists all {len(self.hook_dict)})"
+        )
+
+    def _check_names_filter(self, names_filter) -> None:
+        names = [names_filter] if isinstance(names_filter, str) else names_filter
+        if isinstance(names, (list, tuple, set)):
+            for name in names:
+                self.check_hook_name(name)
+
+    def add_hook(self, name, hook, dir="fwd", is_permanent=False, level=None, prepend=False) -> None:
+        if isinstance(name, str):
+            self.check_hook_name(name)
+        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
+
+    def _enable_hook_with_name(self, name: str, hook: Callable, dir) -> None:
+        self.check_hook_name(name)
+        super()._enable_hook_with_name(name, hook, dir)
+
+    def run_with_cache(
+        self, *model_args: Any, names_filter=None, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
+    ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
+        """Run and cache activations; returns (output, ActivationCache) as TransformerLens'
+        HookedTransformer did (`return_cache_object=False` gives the plain dict)."""
+        self._check_names_filter(names_filter)
+        out, cache = super().run_with_cache(*model_args, names_filter=names_filter, remove_batch_dim=remove_batch_dim, **kwargs)
+        if return_cache_object:
+            cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+        return out, cache
+
+    # TransformerLens' runtime switches for the optional hook points.
+    def _set_switch(self, name: str, value: bool) -> None:
+        setattr(self.cfg, name, bool(value))
+        setattr(self.config, name, bool(value))
+
+    def set_use_attn_result(self, use: bool) -> None:
+        self._set_switch("use_attn_result", use)
+
+    def set_use_split_qkv_input(self, use: bool) -> None:
+        self._set_switch("use_split_qkv_input", use)
+
+    def set_use_attn_in(self, use: bool) -> None:
+        self._set_switch("use_attn_in", use)
+
+    def set_use_hook_mlp_in(self, use: bool) -> None:
+        self._set_switch("use_hook_mlp_in", use)
+
+    def set_use_hook_unembed(self, use: bool) -> None:
+        self._set_switch("use_hook_unembed", use)
+
+    # ---- generation, persistence (implemented in their own modules) ------------------------
+    def new_kv_cache(self, capacity: int | None = None) -> KVCache:
+        return KVCache(self.config.n_layer, capacity or self.config.block_size)
+
+    def generate(self, input: Tensor | str | list[str], max_new_tokens: int = 100, **kwargs: Any):
+        """Sample a continuation; see `nanolens.models.generation.generate` for every option."""
+        from .generation import generate
+
+        return generate(self, input, max_new_tokens=max_new_tokens, **kwargs)
+
+    def generate_stream(self, input: Tensor | str, max_new_tokens: int = 100, **kwargs: Any) -> Iterator:
+        """Like `generate`, but yields each new piece as soon as it is sampled."""
+        from .generation import generate_stream
+
+        return generate_stream(self, input, max_new_tokens=max_new_tokens, **kwargs)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write config.json + model.safetensors (+ tokenizer.json) atomically to `directory`."""
+        from .checkpoint import save_model
+
+        return save_model(self, directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> "GPT":
+        from .checkpoint import load_model
+
+        return load_model(directory, device=device)
+
+    @classmethod
+    def from_nanogpt(cls, path: str | Path, tokenizer: Any | None = None) -> "GPT":
+        """Load a nanoGPT `ckpt.pt` (read with `torch.load(weights_only=True)`) as a gpt2-preset model."""
+        from .nanogpt import from_nanogpt
+
+        return from_nanogpt(path, tokenizer=tokenizer)
+
+    def to_nanogpt(self, path: str | Path) -> Path:
+        """Write this (gpt2-preset) model as a nanoGPT `ckpt.pt` with `model_args` and `model`."""
+        from .nanogpt import to_nanogpt
+
+        return to_nanogpt(self, path)

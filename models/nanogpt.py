@@ -1,0 +1,150 @@
+"""Translate nanoGPT checkpoints (`ckpt.pt`) in and out of nanolens' gpt2 preset.
+
+nanoGPT stores `{"model_args": {...}, "model": state_dict, ...}` with keys such as
+`transformer.h.0.attn.c_attn.weight`; a `torch.compile`d model adds a `_orig_mod.` prefix.
+Files are read with `torch.load(weights_only=True)`, so a pickle that would run code is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .checkpoint import CheckpointError
+from .presets import preset_config
+
+if TYPE_CHECKING:
+    from .gpt import GPT
+
+# nanoGPT name pattern -> nanolens name pattern ({i} is the layer index).
+_GLOBAL = {
+    "transformer.wte.weight": "embed.W_E",
+    "transformer.wpe.weight": "pos_embed.W_pos",
+    "transformer.ln_f.weight": "ln_final.w",
+    "transformer.ln_f.bias": "ln_final.b",
+    "lm_head.weight": "unembed.weight",
+}
+_PER_LAYER = {
+    "ln_1.weight": "ln1.w", "ln_1.bias": "ln1.b",
+    "attn.c_attn.weight": "attn.qkv.weight", "attn.c_attn.bias": "attn.qkv.bias",
+    "attn.c_proj.weight": "attn.out.weight", "attn.c_proj.bias": "attn.out.bias",
+    "ln_2.weight": "ln2.w", "ln_2.bias": "ln2.b",
+    "mlp.c_fc.weight": "mlp.fc_in.weight", "mlp.c_fc.bias": "mlp.fc_in.bias",
+    "mlp.c_proj.weight": "mlp.fc_out.weight", "mlp.c_proj.bias": "mlp.fc_out.bias",
+}
+_LAYER_KEY = re.compile(r"^transformer\.h\.(\d+)\.(.+)$")
+_MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+
+
+def _to_ours(key: str) -> str | None:
+    if key in _GLOBAL:
+        return _GLOBAL[key]
+    match = _LAYER_KEY.match(key)
+    if match and match.group(2) in _PER_LAYER:
+        return f"blocks.{match.group(1)}.{_PER_LAYER[match.group(2)]}"
+    return None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"no nanoGPT checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds objects that would need arbitrary code to unpickle "
+            f"({str(err).splitlines()[0]}). Re-save it from nanoGPT with only tensors and plain values."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
+        raise CheckpointError(
+            f"{path} is not in nanoGPT's format: expected a dict with 'model_args' and 'model'"
+        )
+    return checkpoint
+
+
+def from_nanogpt(path: str | Path, tokenizer: Any | None = None) -> "GPT":
+    """Build a gpt2-preset GPT from a nanoGPT checkpoint, checking every key and shape."""
+    from .gpt import GPT
+
+    path = Path(path)
+    checkpoint = _read(path)
+    args = checkpoint["model_args"]
+    missing_args = [a for a in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if a not in args]
+    if missing_args:
+        raise CheckpointError(f"{path}: model_args lacks {missing_args}")
+    config = preset_config(
+        "gpt2", n_layer=int(args["n_layer"]), n_head=int(args["n_head"]), n_embd=int(args["n_embd"]),
+        block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]),
+        bias=bool(args.get("bias", True)), dropout=float(args.get("dropout", 0.0)),
+    )
+    model = GPT(config, tokenizer=tokenizer)
+    expected = model.state_dict()
+    translated: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, tensor in checkpoint["model"].items():
+        key = key.removeprefix("_orig_mod.")
+        if key.endswith(".attn.bias") and tensor.dim() == 4:  # nanoGPT's causal-mask buffer
+            continue
+        ours = _to_ours(key)
+        if ours is None or ours not in expected:
+            unknown.append(key)
+            continue
+        if tuple(tensor.shape) != tuple(expected[ours].shape):
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(tensor.shape)} but model_args imply {tuple(expected[ours].shape)}"
+            )
+        translated[ours] = tensor
+    missing = sorted(set(expected) - set(translated))
+    if unknown or missing:
+        raise CheckpointError(
+            f"{path} does not match nanoGPT's gpt2 layout: unexpected keys {unknown[:5]}, missing keys "
+            f"{missing[:5]} (is it a nanoGPT checkpoint of the same model_args?)"
+        )
+    model.load_state_dict(translated, strict=True)
+    return model.eval()
+
+
+def _check_exportable(model: "GPT") -> None:
+    c = model.config
+    gpt2 = preset_config("gpt2", n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                         block_size=c.block_size, vocab_size=c.vocab_size, bias=c.bias, dropout=c.dropout)
+    differ = [name for name in ("positional", "norm", "norm_position", "attention", "mlp", "tie_weights",
+                                "use_attn", "use_mlp", "use_residual", "use_final_norm", "kv_heads",
+                                "mlp_width", "norm_eps")
+              if getattr(c, name) != getattr(gpt2, name)]
+    if differ:
+        raise CheckpointError(
+            f"only gpt2-preset models can be written in nanoGPT's format; this one differs in {differ}"
+        )
+
+
+def to_nanogpt(model: "GPT", path: str | Path) -> Path:
+    """Write `model` as a nanoGPT checkpoint (`model_args` + `model`), atomically."""
+    _check_exportable(model)
+    ours_to_theirs: dict[str, str] = {v: k for k, v in _GLOBAL.items()}
+    for i in range(model.config.n_layer):
+        for theirs, ours in _PER_LAYER.items():
+            ours_to_theirs[f"blocks.{i}.{ours}"] = f"transformer.h.{i}.{theirs}"
+    state = {ours_to_theirs[k]: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state["lm_head.weight"] = state["transformer.wte.weight"]  # nanoGPT ties them too
+    c = model.config
+    checkpoint = {
+        "model_args": {name: getattr(c, name) for name in _MODEL_ARGS},
+        "model": state,
+        "iter_num": 0,
+        "best_val_loss": float("inf"),
+        "config": {},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+    return path

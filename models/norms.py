@@ -1,0 +1,64 @@
+"""Normalisation layers with TransformerLens' hook points `hook_scale` and `hook_normalized`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from .config import GPTConfig
+from .hooks import is_observed
+from .registry import Registry
+
+NORMS: Registry[type[nn.Module]] = Registry("norm")
+
+
+@NORMS.register("layernorm")
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (nanoGPT's `bias=False` drops it)."""
+
+    centers = True
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.eps = cfg.norm_eps
+        self.w = nn.Parameter(torch.ones(cfg.n_embd))
+        self.b = nn.Parameter(torch.zeros(cfg.n_embd)) if cfg.bias else None
+        self.hook_scale = HookPoint()  # [batch, pos, 1]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not is_observed(self.hook_scale, self.hook_normalized):
+            return F.layer_norm(x, self.w.shape, self.w, self.b, self.eps)
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        x = x / scale * self.w
+        if self.b is not None:
+            x = x + self.b
+        return self.hook_normalized(x)
+
+
+@NORMS.register("rmsnorm")
+class RMSNorm(nn.Module):
+    """Root-mean-square norm: rescale without centring, no bias (LLaMA's choice)."""
+
+    centers = False
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.eps = cfg.norm_eps
+        self.w = nn.Parameter(torch.ones(cfg.n_embd))
+        self.hook_scale = HookPoint()
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not is_observed(self.hook_scale, self.hook_normalized):
+            return F.rms_norm(x, self.w.shape, self.w, self.eps)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale * self.w)
+
+
+def build_norm(cfg: GPTConfig) -> nn.Module | None:
+    """The norm module for a config, or None when `norm='none'`."""
+    return None if cfg.norm == "none" else NORMS[cfg.norm](cfg)

@@ -1,0 +1,141 @@
+"""Positional encodings: how a model knows where each token is.
+
+Three kinds, chosen by `GPTConfig.positional`:
+- additive (`learned`, `sinusoidal`): a vector per position added to the token embedding
+  (hook `hook_pos_embed`);
+- `rotary` (RoPE): queries and keys are rotated by an angle proportional to their position, so
+  their dot product depends only on the distance between them;
+- `alibi`: no vector at all; each head's attention score is penalised linearly with distance;
+- `none`: the model sees an unordered bag (only the causal mask hints at order).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .config import GPTConfig
+from .registry import Registry
+
+POSITIONAL: Registry[type[nn.Module]] = Registry("positional")
+
+
+@POSITIONAL.register("learned")
+class LearnedPositions(nn.Module):
+    """One trained vector per position, as in GPT-2 (TransformerLens: `W_pos`)."""
+
+    kind = "additive"
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(cfg.block_size, cfg.n_embd))
+        nn.init.normal_(self.W_pos, std=0.02)
+
+    def forward(self, offset: int, length: int) -> Tensor:
+        if offset + length > self.W_pos.shape[0]:
+            raise ValueError(
+                f"sequence of {offset + length} tokens is longer than the {self.W_pos.shape[0]} "
+                "learned positions (block_size); crop the input to the last block_size tokens"
+            )
+        return self.W_pos[offset : offset + length]
+
+
+@POSITIONAL.register("sinusoidal")
+class SinusoidalPositions(nn.Module):
+    """Fixed sines and cosines of geometric wavelengths (Vaswani et al.); nothing to train."""
+
+    kind = "additive"
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.d_model = cfg.n_embd
+        self.register_buffer("W_pos", self.table(cfg.block_size), persistent=False)
+
+    def table(self, length: int, start: int = 0) -> Tensor:
+        pos = torch.arange(start, start + length, dtype=torch.float32)[:, None]
+        div = torch.exp(torch.arange(0, self.d_model, 2).float() * (-math.log(10000.0) / self.d_model))
+        pe = torch.zeros(length, self.d_model)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)[:, : self.d_model // 2]
+        return pe
+
+    def forward(self, offset: int, length: int) -> Tensor:
+        if offset + length <= self.W_pos.shape[0]:
+            return self.W_pos[offset : offset + length]
+        return self.table(length, offset).to(self.W_pos.device, self.W_pos.dtype)
+
+
+@POSITIONAL.register("rotary")
+class Rotary(nn.Module):
+    """RoPE: rotate pairs of query/key features (the two halves, GPT-NeoX style) by position."""
+
+    kind = "rotary"
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        d_head = cfg.d_head
+        inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, d_head, 2).float() / d_head))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._build(cfg.block_size)
+
+    def _build(self, length: int) -> None:
+        angles = torch.outer(torch.arange(length, dtype=torch.float32, device=self.inv_freq.device), self.inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    @staticmethod
+    def _rotate_half(x: Tensor) -> Tensor:
+        first, second = x.chunk(2, dim=-1)
+        return torch.cat([-second, first], dim=-1)
+
+    def forward(self, x: Tensor, offset: int) -> Tensor:
+        """Rotate x of shape [batch, pos, head, d_head] whose first position is `offset`."""
+        length = x.shape[1]
+        if offset + length > self.cos.shape[0]:
+            self._build(2 * (offset + length))
+        cos = self.cos[offset : offset + length, None, :].to(x.dtype)
+        sin = self.sin[offset : offset + length, None, :].to(x.dtype)
+        return x * cos + self._rotate_half(x) * sin
+
+
+@POSITIONAL.register("alibi")
+class ALiBi(nn.Module):
+    """Attention with Linear Biases (Press et al.): score -= slope_h * distance, per head."""
+
+    kind = "bias"
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.register_buffer("slopes", self.head_slopes(cfg.n_head), persistent=False)
+
+    @staticmethod
+    def head_slopes(n_heads: int) -> Tensor:
+        """The paper's geometric slopes; for a head count that is not a power of two, the
+        slopes of the next smaller power of two interleaved with those of twice that."""
+
+        def power_of_two(n: int) -> list[float]:
+            start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+            return [start ** (i + 1) for i in range(n)]
+
+        if math.log2(n_heads).is_integer():
+            return torch.tensor(power_of_two(n_heads))
+        closest = 2 ** math.floor(math.log2(n_heads))
+        extra = power_of_two(2 * closest)[0::2][: n_heads - closest]
+        return torch.tensor(power_of_two(closest) + extra)
+
+    def forward(self, q_len: int, k_len: int, offset: int) -> Tensor:
+        """Bias of shape [head, q_len, k_len] for queries at positions offset..offset+q_len-1."""
+        q_pos = torch.arange(offset, offset + q_len, device=self.slopes.device)
+        k_pos = torch.arange(k_len, device=self.slopes.device)
+        distance = (q_pos[:, None] - k_pos[None, :]).clamp(min=0).float()
+        return -self.slopes[:, None, None] * distance
+
+
+def build_positional(cfg: GPTConfig) -> nn.Module | None:
+    """The positional module for a config, or None for `positional='none'`."""
+    if cfg.positional == "none":
+        return None
+    return POSITIONAL[cfg.positional](cfg)
