@@ -1,15 +1,31 @@
-"""nanolens.models: config, components, the hooked GPT, tokenizers, generation, checkpoints."""
+"""nanolens.models: config, components, the hooked GPT, tokenizers, generation, checkpoints.
 
-from .attention import KVCache
-from .checkpoint import CheckpointError, load_model, save_model
-from .config import VARIANTS, ConfigError, GPTConfig
-from .gpt import GPT, HookNameError
-from .presets import LADDER, PRESETS, preset_config
-from .tokenizers import CharTokenizer, UnknownCharactersError, load_tokenizer
+Names are imported on first use, so light modules (`config`, `presets`) load without torch or
+transformer-lens (this keeps `nanolens --help` fast).
+"""
 
-__all__ = [
-    "GPT", "GPTConfig", "ConfigError", "VARIANTS", "KVCache", "HookNameError",
-    "LADDER", "PRESETS", "preset_config",
-    "CharTokenizer", "UnknownCharactersError", "load_tokenizer",
-    "CheckpointError", "load_model", "save_model",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GPT": "gpt", "HookNameError": "gpt",
+    "GPTConfig": "config", "ConfigError": "config", "VARIANTS": "config",
+    "KVCache": "attention",
+    "LADDER": "presets", "PRESETS": "presets", "preset_config": "presets",
+    "CharTokenizer": "tokenizers", "UnknownCharactersError": "tokenizers", "load_tokenizer": "tokenizers",
+    "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,3 @@
+from nanolens.cli import main
+
+raise SystemExit(main())
