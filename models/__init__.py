@@ -14,7 +14,9 @@ _EXPORTS = {
     "GPTConfig": "config", "ConfigError": "config", "VARIANTS": "config",
     "KVCache": "attention",
     "LADDER": "presets", "PRESETS": "presets", "preset_config": "presets",
-    "CharTokenizer": "tokenizers", "UnknownCharactersError": "tokenizers", "load_tokenizer": "tokenizers",
+    "CharTokenizer": "tokenizers", "BPETokenizer": "tokenizers", "UnknownCharactersError": "tokenizers",
+    "load_tokenizer": "tokenizers", "build_tokenizer": "tokenizers",
+    "Corpus": "data", "Story": "data", "CorpusError": "data", "load_corpus": "data",
     "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
 }
 

@@ -1,8 +1,10 @@
 """Tokenizers: text <-> token ids, saved as JSON beside a checkpoint.
 
-`CharTokenizer` (the default) has one token per character of the training corpus. Every
-tokenizer offers `encode`, `decode`, `vocab_size`, `save`, and `load_tokenizer` reads any of them
-back from its JSON file.
+`CharTokenizer` (the default) has one token per character of the training corpus.
+`BPETokenizer` is a byte-level byte-pair encoding trained locally on the corpus with the
+HuggingFace `tokenizers` package. Every tokenizer offers `encode`, `decode`, `vocab_size`,
+`id_to_str`, `save`, `to_dict` / `from_dict` and a `kind`; `load_tokenizer` reads any of them
+back from its JSON file and `build_tokenizer(kind, text)` makes one from a corpus.
 """
 
 from __future__ import annotations
@@ -75,7 +77,110 @@ class CharTokenizer:
         return cls(data["chars"], unknown=data.get("unknown"))
 
 
-TOKENIZERS: dict[str, type] = {"char": CharTokenizer}
+class BPETokenizer:
+    """Byte-level byte-pair encoding (as GPT-2), trained on your corpus with HuggingFace `tokenizers`.
+
+    The base vocabulary is the 256 byte values, so every string encodes and decodes back
+    exactly: unknown characters cannot happen (a character never seen in training is spelled
+    as its UTF-8 bytes). Merges learned from the corpus fill the rest of `vocab_size`. There
+    are no special tokens. A single token may hold part of a multi-byte character, so
+    `id_to_str` / `decode` of a lone token can show the replacement character U+FFFD.
+    """
+
+    kind = "bpe"
+    unknown = None  # byte-level: nothing is ever unknown
+    MIN_VOCAB = 256
+
+    def __init__(self, tokenizer) -> None:
+        self._tok = tokenizer
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+        """Learn merges from `text` until the vocabulary holds `vocab_size` tokens (or no pair
+        repeats: a small corpus can end with fewer; `vocab_size` reports the real size)."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if not isinstance(vocab_size, int) or vocab_size < cls.MIN_VOCAB:
+            raise ValueError(
+                f"vocab_size for byte-level BPE must be an integer >= {cls.MIN_VOCAB} "
+                f"(the 256 byte tokens plus merges), got {vocab_size!r}"
+            )
+        if not text:
+            raise ValueError("cannot train a BPE tokenizer on empty text; give it the corpus")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=[],
+            show_progress=False,
+        )
+        tok.train_from_iterator(_chunks(text), trainer=trainer, length=None)
+        return cls(tok)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} out of range for a vocabulary of {self.vocab_size}")
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def id_to_str(self, i: int) -> str:
+        return self.decode([i])
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "tokenizer": json.loads(self._tok.to_str())}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BPETokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(json.dumps(data["tokenizer"])))
+
+    def __repr__(self) -> str:
+        return f"BPETokenizer(vocab_size={self.vocab_size})"
+
+
+def _chunks(text: str, size: int = 1 << 16):
+    """Feed the trainer pieces of about `size` characters, cut after a newline."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
+TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}
+DEFAULT_BPE_VOCAB = 1024
+
+
+def build_tokenizer(kind: str, text: str, vocab_size: int | None = None, *, unknown: str | None = None):
+    """A tokenizer of `kind` ("char" or "bpe") built from the corpus `text`.
+
+    `vocab_size` is for "bpe" (default 1024); a char vocabulary is the corpus's characters.
+    `unknown` (char only) names a replacement character for characters outside the vocabulary.
+    """
+    if kind == "char":
+        if vocab_size is not None:
+            raise ValueError("a char tokenizer's vocabulary is the corpus's characters; drop vocab_size or use kind='bpe'")
+        return CharTokenizer.from_text(text, unknown=unknown)
+    if kind == "bpe":
+        if unknown is not None:
+            raise ValueError("byte-level BPE has no unknown characters; drop unknown= (it is for kind='char')")
+        return BPETokenizer.train(text, DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds: {', '.join(TOKENIZERS)}")
 
 
 def load_tokenizer(path: str | Path):
