@@ -17,6 +17,8 @@ _EXPORTS = {
     "CharTokenizer": "tokenizers", "BPETokenizer": "tokenizers", "UnknownCharactersError": "tokenizers",
     "load_tokenizer": "tokenizers", "build_tokenizer": "tokenizers",
     "Corpus": "data", "Story": "data", "CorpusError": "data", "load_corpus": "data",
+    "TokenData": "batches", "DataError": "batches",
+    "Trainer": "trainer", "TrainConfig": "trainer", "StopTraining": "trainer",
     "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
 }
 
