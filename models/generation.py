@@ -93,6 +93,12 @@ def stream_tokens(
         yield next_ids
 
 
+def _stop_in_tail(model: "GPT", new: list[Tensor], stop: str) -> Tensor:
+    """Per row: does the text of the last len(stop) new tokens contain `stop`?"""
+    tail = torch.stack(new[-len(stop) :], dim=1)
+    return torch.tensor([stop in model.tokenizer.decode(row.tolist()) for row in tail])
+
+
 def _decode_until_stop(model: "GPT", ids: list[int], stop: str | None) -> tuple[str, bool]:
     text = model.tokenizer.decode(ids)
     if stop and stop in text:
@@ -130,8 +136,7 @@ def generate(
             for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
                 new.append(next_ids)
                 if stop:
-                    tail = torch.stack(new[-len(stop) :], dim=1)
-                    done |= torch.tensor([stop in model.tokenizer.decode(row.tolist()) for row in tail])
+                    done |= _stop_in_tail(model, new, stop)
                     if bool(done.all()):
                         break
     finally:
@@ -160,27 +165,56 @@ def generate_stream(
     fwd_hooks: Sequence[tuple[Any, Any]] = (),
 ) -> Iterator[str | Tensor]:
     """Yield each new piece as soon as it is sampled: text pieces for a text prompt (one
-    prompt), token ids [batch] for token input. For live display in a terminal or an app."""
+    prompt), token ids [batch] for token input. For live display in a terminal or an app.
+
+    The pieces join to exactly what `generate` adds for the same arguments: text that might be
+    the start of `stop` is held back until the next token shows whether it is. Impossible
+    requests raise here, at the call, not at the first `next()`."""
+    _validate(max_new_tokens, temperature, top_k, top_p)
+    if stop is not None and model.tokenizer is None:
+        raise ValueError("a stop string needs a tokenizer to decode the generated text")
     tokens = _prompt_tokens(model, input)
     as_text = isinstance(input, str)
     if as_text and tokens.shape[0] != 1:
         raise ValueError("generate_stream streams text for one prompt at a time")
+    return _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, seed, stop, use_kv_cache, fwd_hooks)
+
+
+def _stop_prefix_length(text: str, stop: str | None) -> int:
+    """Length of the longest end of `text` that is a proper prefix of `stop` (0 if none)."""
+    if not stop:
+        return 0
+    return next((k for k in range(min(len(stop) - 1, len(text)), 0, -1) if text.endswith(stop[:k])), 0)
+
+
+def _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, seed, stop, use_kv_cache, fwd_hooks):
     was_training = model.training
     model.eval()
     generated: list[int] = []
     emitted = ""
+    text = ""
+    new: list[Tensor] = []
+    done = torch.zeros(tokens.shape[0], dtype=torch.bool)
     try:
         with model.hooks(fwd_hooks=list(fwd_hooks)):
             for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
                 if not as_text:
                     yield next_ids
+                    if stop:  # as generate(): end once every row has produced the stop string
+                        new.append(next_ids)
+                        done |= _stop_in_tail(model, new, stop)
+                        if bool(done.all()):
+                            return
                     continue
                 generated.append(int(next_ids[0]))
                 text, stopped = _decode_until_stop(model, generated, stop)
-                if len(text) > len(emitted):
-                    yield text[len(emitted) :]
-                    emitted = text
+                safe = text if stopped else text[: len(text) - _stop_prefix_length(text, stop)]
+                if len(safe) > len(emitted):
+                    yield safe[len(emitted) :]
+                    emitted = safe
                 if stopped:
                     return
+        if len(text) > len(emitted):  # the held-back end never became the stop string
+            yield text[len(emitted) :]
     finally:
         model.train(was_training)

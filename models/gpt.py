@@ -8,6 +8,7 @@ path, so `blocks.0.hook_resid_post` means here what it means in TransformerLens.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ _TL_NORMS = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}
 _TL_POSITIONS = {"learned": "standard", "sinusoidal": "sinusoidal", "rotary": "rotary", "alibi": "alibi", "none": "none"}
 _TL_ACTS = {"gelu": "gelu", "geglu": "gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swiglu": "silu"}
 _SWITCHES = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_unembed")
+# TransformerLens 4's bridge (and so patching.get_act_patch_direct_path) names the per-head
+# attention inputs `blocks.{i}.attn.hook_{q,k,v}_input`; like HookedTransformer, ours sit on the block.
+_HOOK_ALIAS = re.compile(r"^(blocks\.\d+)\.attn\.(hook_[qkv]_input)$")
 
 
 @dataclass
@@ -117,6 +121,9 @@ class Unembed(nn.Module):
 class Block(nn.Module):
     """One transformer block: attention then MLP, each pre- or post-normed, each added to the
     residual stream (or, with `use_residual=False`, replacing it)."""
+
+    # TransformerLens' logit lens reads this: hook_resid_post is the one stream ln_final reads.
+    hook_out_is_single_residual_stream = True
 
     def __init__(self, config: GPTConfig, switches: NanolensTLConfig) -> None:
         super().__init__()
@@ -232,7 +239,7 @@ class GPT(HookedRootModule):
         return self.embed.W_E.device
 
     def _apply(self, fn, recurse: bool = True):  # keep cfg.device/dtype true after .to()/.cuda()
-        super()._apply(fn, recurse) if recurse else super()._apply(fn)
+        super()._apply(fn, recurse)
         self.cfg.device = str(self.embed.W_E.device)
         self.cfg.dtype = self.embed.W_E.dtype
         return self
@@ -257,6 +264,8 @@ class GPT(HookedRootModule):
         entering that block (TransformerLens' convention) and skip the rest of the model.
         """
         tokens = self._as_tokens(input)
+        if stop_at_layer is not None and stop_at_layer < 0:  # negative counts from the end, as in TL
+            stop_at_layer += len(self.blocks)
         offset = kv_cache.length if kv_cache is not None else 0
         self._check_tokens(tokens, offset)
         x = self.hook_embed(self.embed(tokens))
@@ -349,7 +358,7 @@ class GPT(HookedRootModule):
         tokens = torch.as_tensor(tokens)
         if tokens.dim() == 2:
             return [tok.decode(row.tolist()) for row in tokens]
-        return tok.decode(tokens.tolist())
+        return tok.decode(tokens.reshape(-1).tolist())  # a single id (0-d) too, as TL's test_prompt passes
 
     def to_str_tokens(self, input: str | Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
         tok = self._require_tokenizer()
@@ -420,6 +429,31 @@ class GPT(HookedRootModule):
             total = total + self.blocks[layer].attn.b_O
         return total
 
+    def tl_parameters(self) -> dict[str, Tensor]:
+        """Weights under TransformerLens' names (`blocks.0.attn.W_Q`, `unembed.W_U`, ...), as
+        TransformerLens' `SVDInterpreter` reads them. Grouped K/V heads are repeated to one per
+        query head, as TransformerLens does, so `W_V[h] @ W_O[h]` is head h's OV circuit."""
+        params = {"embed.W_E": self.W_E, "unembed.W_U": self.W_U, "unembed.b_U": self.b_U}
+        if self.pos_embed is not None and hasattr(self.pos_embed, "W_pos"):
+            params["pos_embed.W_pos"] = self.W_pos
+        norms = {"ln_final": self.ln_final}
+        for i, block in enumerate(self.blocks):
+            norms.update({f"blocks.{i}.ln1": getattr(block, "ln1", None), f"blocks.{i}.ln2": getattr(block, "ln2", None)})
+            if isinstance(block.attn, Attention):
+                for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
+                    value = getattr(block.attn, name)
+                    if name[2] in "KV" and block.attn.group > 1:
+                        value = value.repeat_interleave(block.attn.group, dim=0)
+                    params[f"blocks.{i}.attn.{name}"] = value
+            if block.mlp is not None:
+                for name in ("W_in", "W_out", "b_in", "b_out") + (("W_gate",) if block.mlp.gated else ()):
+                    params[f"blocks.{i}.mlp.{name}"] = getattr(block.mlp, name)
+        for prefix, norm in norms.items():
+            for name in ("w", "b"):
+                if isinstance(getattr(norm, name, None), Tensor):
+                    params[f"{prefix}.{name}"] = getattr(norm, name)
+        return params
+
     # ---- hooks -----------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
         """Every hook point's name (some fire only behind cfg switches: see DESIGN.md)."""
@@ -445,12 +479,20 @@ class GPT(HookedRootModule):
             for name in names:
                 self.check_hook_name(name)
 
+    def resolve_hook_name(self, name: str) -> str:
+        """A hook name, with TransformerLens 4's `blocks.{i}.attn.hook_q_input` (k, v) aliases
+        mapped to ours, `blocks.{i}.hook_q_input`."""
+        alias = _HOOK_ALIAS.match(name)
+        return f"{alias.group(1)}.{alias.group(2)}" if alias and name not in self.hook_dict else name
+
     def add_hook(self, name, hook, dir="fwd", is_permanent=False, level=None, prepend=False) -> None:
         if isinstance(name, str):
+            name = self.resolve_hook_name(name)
             self.check_hook_name(name)
         super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
 
     def _enable_hook_with_name(self, name: str, hook: Callable, dir) -> None:
+        name = self.resolve_hook_name(name)
         self.check_hook_name(name)
         super()._enable_hook_with_name(name, hook, dir)
 
