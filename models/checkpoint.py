@@ -54,7 +54,12 @@ def atomic_directory(destination: str | Path) -> Iterator[Path]:
             if old.exists():
                 shutil.rmtree(old)
             os.replace(destination, old)
-        os.replace(tmp, destination)
+        try:
+            os.replace(tmp, destination)
+        except BaseException:
+            if old is not None:  # put the old checkpoint back where it was
+                os.replace(old, destination)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -93,9 +98,22 @@ def load_model(directory: str | Path, device: str | torch.device | None = None) 
         )
     try:
         config = GPTConfig.load(directory / CONFIG_FILE)
-    except (json.JSONDecodeError, TypeError, ConfigError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as err:
         raise CheckpointError(f"{directory / CONFIG_FILE} is not a valid model config: {err}") from None
-    tokenizer = load_tokenizer(directory / TOKENIZER_FILE) if (directory / TOKENIZER_FILE).is_file() else None
+    tokenizer = None
+    if (directory / TOKENIZER_FILE).is_file():
+        try:
+            tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+        except Exception as err:  # each tokenizer kind fails in its own way
+            raise CheckpointError(
+                f"{directory / TOKENIZER_FILE} is not a valid tokenizer file ({type(err).__name__}: {err}); "
+                "re-save the tokenizer, or delete the file to load the model without one"
+            ) from None
+        if tokenizer.vocab_size > config.vocab_size:
+            raise CheckpointError(
+                f"{directory / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but {CONFIG_FILE} says "
+                f"vocab_size {config.vocab_size}: the tokenizer belongs to another model"
+            )
     model = GPT(config, tokenizer=tokenizer)
     try:
         load_safetensors_model(model, str(directory / WEIGHTS_FILE), strict=True)

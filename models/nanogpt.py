@@ -55,16 +55,23 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"no nanoGPT checkpoint at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # a foreign or damaged file fails in many ways (KeyError, IndexError, ...)
+        refused = [line for line in str(err).splitlines() if "Unsupported global" in line]
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            detail = refused[0].split("error: ")[-1].split(". Please use")[0]
+            raise CheckpointError(
+                f"refusing to load {path}: it holds objects that would need arbitrary code to unpickle "
+                f"({detail}). Re-save it from nanoGPT with only tensors and plain values."
+            ) from None
+        first = "not a torch pickle" if isinstance(err, pickle.UnpicklingError) else str(err).strip()[:200]
         raise CheckpointError(
-            f"refusing to load {path}: it holds objects that would need arbitrary code to unpickle "
-            f"({str(err).splitlines()[0]}). Re-save it from nanoGPT with only tensors and plain values."
+            f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first}); "
+            "give the ckpt.pt that nanoGPT's train.py wrote"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict)
+            and isinstance(checkpoint.get("model_args"), dict)):
         raise CheckpointError(
-            f"{path} is not in nanoGPT's format: expected a dict with 'model_args' and 'model'"
+            f"{path} is not in nanoGPT's format: expected a dict with 'model_args' and 'model' (dicts)"
         )
     return checkpoint
 
