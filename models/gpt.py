@@ -293,6 +293,8 @@ class GPT(HookedRootModule):
     def loss(logits: Tensor, tokens: Tensor, targets: Tensor | None = None, per_token: bool = False) -> Tensor:
         """Cross-entropy against `targets` (ids, -1 = ignore), or next-token loss on `tokens`."""
         if targets is None:
+            if tokens.shape[1] < 2:
+                raise ValueError("next-token loss needs at least two tokens; pass a longer input or `targets`")
             logits, targets = logits[:, :-1], tokens[:, 1:]
         flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1, reduction="none")
         per_position = flat.view(targets.shape)

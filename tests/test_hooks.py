@@ -217,3 +217,14 @@ def test_switch_hooks_do_not_fire_when_off(make_model, tokens) -> None:
     names = set(cache.keys())
     for optional in ("attn.hook_result", "hook_attn_in", "hook_q_input", "hook_mlp_in", "unembed.hook_in"):
         assert not any(n.endswith(optional) for n in names), optional
+
+
+def test_next_token_loss_on_one_token_is_a_clear_error():
+    import pytest
+    import torch
+
+    from nanolens.models import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=10, n_embd=16, n_head=2, n_layer=1, block_size=8))
+    with pytest.raises(ValueError, match="at least two tokens"):
+        model(torch.tensor([[1]]), return_type="loss")
