@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,6 +19,26 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from .gpt import GPT
+
+# Where the forward pass that generation is running sits in the text: (model id, text position
+# of its first input token, prompt length). Steering reads it so that "prompt", "generated" and
+# "first k positions" mean the same with and without the KV cache (nanolens.steering.apply).
+_STEP: ContextVar[tuple[int, int, int] | None] = ContextVar("nanolens_generation_step", default=None)
+
+
+def current_step(model: "GPT") -> tuple[int, int] | None:
+    """(text position of the first input token, prompt length) of the generation step that
+    `model` is running now, or None outside `generate`."""
+    step = _STEP.get()
+    return step[1:] if step is not None and step[0] == id(model) else None
+
+
+def _steering(model: "GPT", steering: Any):
+    if steering is None:
+        return nullcontext()
+    from nanolens.steering.apply import steering_context
+
+    return steering_context(model, steering)
 
 
 def sample_next(
@@ -82,12 +104,17 @@ def stream_tokens(
     cache = None
     for _ in range(max_new_tokens):
         if not use_kv_cache:
-            logits = model(seq[:, -block:])
+            window, kw = seq[:, -block:], {}
         elif cache is None or seq.shape[1] > block:
             cache = model.new_kv_cache()
-            logits = model(seq[:, -block:], kv_cache=cache)  # (re)fill the cache from the window
+            window, kw = seq[:, -block:], {"kv_cache": cache}  # (re)fill the cache from the window
         else:
-            logits = model(seq[:, cache.length :], kv_cache=cache)
+            window, kw = seq[:, cache.length :], {"kv_cache": cache}
+        announced = _STEP.set((id(model), seq.shape[1] - window.shape[1], tokens.shape[1]))
+        try:
+            logits = model(window, **kw)
+        finally:
+            _STEP.reset(announced)
         next_ids = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
         seq = torch.cat([seq, next_ids[:, None]], dim=1)
         yield next_ids
@@ -117,12 +144,15 @@ def generate(
     stop: str | None = None,
     use_kv_cache: bool = True,
     fwd_hooks: Sequence[tuple[Any, Any]] = (),
+    steering: Any = None,
 ) -> Tensor | str | list[str]:
     """Continue `input` by up to `max_new_tokens` tokens.
 
     Token input returns ids [batch, pos + new]; text input returns the prompt plus its
     continuation, cut before `stop` when that string appears (generation ends once every row
     has produced it). `fwd_hooks` are attached for the whole generation, as in `run_with_hooks`.
+    `steering`: a `nanolens.steering.Steering` (or a SteeringVector) applied to every step,
+    KV cache included; its `.last_report` afterwards counts the positions it touched.
     """
     if stop is not None and model.tokenizer is None:
         raise ValueError("a stop string needs a tokenizer to decode the generated text")
@@ -132,7 +162,7 @@ def generate(
     new: list[Tensor] = []
     done = torch.zeros(tokens.shape[0], dtype=torch.bool)
     try:
-        with model.hooks(fwd_hooks=list(fwd_hooks)):
+        with model.hooks(fwd_hooks=list(fwd_hooks)), _steering(model, steering):
             for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
                 new.append(next_ids)
                 if stop:
@@ -163,6 +193,7 @@ def generate_stream(
     stop: str | None = None,
     use_kv_cache: bool = True,
     fwd_hooks: Sequence[tuple[Any, Any]] = (),
+    steering: Any = None,
 ) -> Iterator[str | Tensor]:
     """Yield each new piece as soon as it is sampled: text pieces for a text prompt (one
     prompt), token ids [batch] for token input. For live display in a terminal or an app.
@@ -177,7 +208,12 @@ def generate_stream(
     as_text = isinstance(input, str)
     if as_text and tokens.shape[0] != 1:
         raise ValueError("generate_stream streams text for one prompt at a time")
-    return _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, seed, stop, use_kv_cache, fwd_hooks)
+    if steering is not None:
+        from nanolens.steering.apply import as_steering
+
+        steering = as_steering(steering)  # a bad steering raises here, at the call
+        steering.validate(model)
+    return _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, seed, stop, use_kv_cache, fwd_hooks, steering)
 
 
 def _stop_prefix_length(text: str, stop: str | None) -> int:
@@ -187,7 +223,7 @@ def _stop_prefix_length(text: str, stop: str | None) -> int:
     return next((k for k in range(min(len(stop) - 1, len(text)), 0, -1) if text.endswith(stop[:k])), 0)
 
 
-def _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, seed, stop, use_kv_cache, fwd_hooks):
+def _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, seed, stop, use_kv_cache, fwd_hooks, steering=None):
     was_training = model.training
     model.eval()
     generated: list[int] = []
@@ -196,7 +232,7 @@ def _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, s
     new: list[Tensor] = []
     done = torch.zeros(tokens.shape[0], dtype=torch.bool)
     try:
-        with model.hooks(fwd_hooks=list(fwd_hooks)):
+        with model.hooks(fwd_hooks=list(fwd_hooks)), _steering(model, steering):
             for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
                 if not as_text:
                     yield next_ids

@@ -1,0 +1,8 @@
+"""The Streamlit entry script of the nanolens explorer: `streamlit run app.py -- --runs runs/`.
+
+`nanolens explore` runs it for you. The pages are in `nanolens.apps.pages`.
+"""
+
+from nanolens.apps.pages import main
+
+main()

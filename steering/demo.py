@@ -1,0 +1,638 @@
+"""`nanolens demo` (the whole story in one command) and `nanolens steer` (steering from the CLI).
+
+`run_demo` works offline on the embedded sentiment corpus: generate the corpus, train the
+default small model (progress bar and live samples), probe every layer, find the sentiment
+direction five ways (contrast pair, mean difference, PCA, probe, and a random control of equal
+norm), steer held-out neutral openings at negative, zero and positive coefficients, and write
+`report.md` plus PNGs. Training takes a wall-clock budget (`train_seconds`): a few timed
+steps choose the number of iterations, so the whole demo fits in about five minutes on a
+laptop CPU whatever its speed. The layer and coefficient of each method are chosen on one set
+of held-out openings and reported on another, so the reported numbers are not selected on.
+
+Everything heavy is imported inside the functions: `nanolens --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+METHODS = ("contrast_pair", "mean_difference", "pca", "probe", "random")
+SENTIMENT_CONTRAST = ("The sky was bright and she felt happy.", "The sky was grey and she felt sad.")
+SHAKESPEARE_CONTRAST = ("I love thee, and my heart is glad.", "I hate thee, and my heart is sad.")
+
+
+@dataclass
+class DemoPlan:
+    """Sizes of one demo run (`quick` is what the tests run)."""
+
+    corpus_chars: int = 1_000_000
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    block_size: int = 64
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_iters: int = 30
+    train_seconds: float = 150.0
+    min_iters: int = 100
+    max_iters: int = 3000
+    eval_iters: int = 10
+    probe_texts: int = 600
+    pairs: int = 128
+    select_prompts: int = 8
+    select_samples: int = 2
+    report_prompts: int = 16
+    report_samples: int = 4
+    max_new_tokens: int = 64
+    coeff: float = 0.5  # relative coefficient of the layer selection (x typical residual norm)
+    read: str = "last"  # where mean-diff / PCA read the pairs: "last" token or the reveal "sentence" (mean)
+    temperature: float = 0.8
+    val_windows: int = 16
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> "DemoPlan":
+        return cls(corpus_chars=60_000, n_layer=2, n_embd=32, n_head=2, block_size=64, batch_size=16,
+                   learning_rate=3e-3, min_lr=3e-4, warmup_iters=5, train_seconds=0, min_iters=40, max_iters=40,
+                   eval_iters=2, probe_texts=80, pairs=16, select_prompts=2, select_samples=1, report_prompts=3,
+                   report_samples=2, max_new_tokens=24, val_windows=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+def side_by_side(columns: list[tuple[str, str]], width: int = 38) -> str:
+    """Texts next to each other under their titles, each wrapped to `width` characters."""
+    wrapped = [[title, "-" * min(width, max(len(title), 8))] + (textwrap.wrap(text.replace("\n", " / "), width) or [""])
+               for title, text in columns]
+    height = max(len(w) for w in wrapped)
+    lines = []
+    for i in range(height):
+        lines.append(" | ".join((w[i] if i < len(w) else "").ljust(width) for w in wrapped).rstrip())
+    return "\n".join(lines)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def calibrate_iters(model: Any, data: Any, plan: DemoPlan, seconds: float, device: str) -> tuple[int, float]:
+    """Time a few training steps of a copy of `model`; the iterations that fit in `seconds`."""
+    import torch
+
+    probe = copy.deepcopy(model).to(device).train()
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(5):
+        x, y = data.get_batch("train", plan.batch_size, plan.block_size, gen, device)
+        t = time.perf_counter()
+        _, loss = probe(x, targets=y, return_type="both")
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    step = sorted(times)[len(times) // 2]
+    # evaluations (2 splits x eval_iters forward passes ~ 1/3 of a step each, 5 of them) and samples
+    overhead = 5 * 2 * plan.eval_iters * step / 3 + 4.0
+    iters = int(max(seconds - overhead, 0) / step)
+    return max(plan.min_iters, min(plan.max_iters, iters)), step
+
+
+# ---------------------------------------------------------------------------------------------
+# training the demo model
+# ---------------------------------------------------------------------------------------------
+def train_demo_model(text: str, plan: DemoPlan, out_dir: Path | None, device: str = "cpu", seed: int = 0,
+                     iters: int | None = None, progress: bool = True, sample_prompt: str = "\n",
+                     data_name: str = "sentiment") -> tuple[Any, dict[str, Any]]:
+    """Train the gpt2-preset model of `plan` on `text` with the Trainer; returns (model, info)."""
+    import torch
+
+    from nanolens.models import GPT, CharTokenizer, preset_config
+    from nanolens.models.batches import TokenData
+    from nanolens.models.trainer import Trainer, TrainConfig
+
+    tokenizer = CharTokenizer.from_text(text)
+    config = preset_config("gpt2", vocab_size=tokenizer.vocab_size, n_layer=plan.n_layer, n_embd=plan.n_embd,
+                           n_head=plan.n_head, block_size=plan.block_size)
+    config.extra = {"data": data_name, "tokenizer": "char"}
+    torch.manual_seed(seed)
+    model = GPT(config, tokenizer=tokenizer)
+    data = TokenData.from_text(text, tokenizer, 0.1, meta={"data": data_name})
+    step_s = None
+    if iters is None:
+        if plan.train_seconds > 0:
+            iters, step_s = calibrate_iters(model, data, plan, plan.train_seconds, device)
+        else:
+            iters = plan.max_iters
+    eval_interval = max(1, iters // 4)
+    cfg = TrainConfig(
+        batch_size=plan.batch_size, max_iters=iters, learning_rate=plan.learning_rate, min_lr=plan.min_lr,
+        warmup_iters=min(plan.warmup_iters, max(1, iters // 5)), eval_interval=eval_interval, eval_iters=plan.eval_iters,
+        log_interval=max(1, min(10, iters // 10)), sample_interval=max(1, iters // 2), sample_tokens=160,
+        sample_prompt=sample_prompt, seed=1337 + seed, device=device, progress=progress, verbose=progress,
+        save_checkpoints=out_dir is not None, plot=out_dir is not None,
+    )
+    t = time.perf_counter()
+    trainer = Trainer(model, data, cfg, out_dir)
+    summary = trainer.train()
+    info = {"iters": iters, "seconds": time.perf_counter() - t, "step_seconds": step_s, "val_loss": summary.get("val_loss"),
+            "train_loss": summary.get("train_loss"), "params": model.num_params(), "tokens": iters * plan.batch_size * plan.block_size,
+            "val_text": text[len(text) - int(round(len(text) * 0.1)):]}
+    model.eval()
+    return model, info
+
+
+# ---------------------------------------------------------------------------------------------
+# directions
+# ---------------------------------------------------------------------------------------------
+def find_directions(model: Any, layers: list[int], pos: list[str], neg: list[str], contrast: tuple[str, str],
+                    probes: dict[str, Any] | None, norm_texts: list[str], positions: Any = "last",
+                    source: str = "") -> tuple[dict[str, dict[int, Any]], list[str]]:
+    """({method: {layer: SteeringVector}}, notes) for the five methods at `layers` (resid_pre).
+
+    Every vector at a layer gets the same typical norm (measured once on `norm_texts`), so
+    relative coefficients mean the same for every method. A method that finds no direction at
+    a layer (e.g. a probe on identical activations) is left out there, with a note."""
+    from .directions import contrast_pair, hook_name, mean_difference, pca_direction, probe_direction, random_direction
+    from .vector import SteeringError, measure_scales
+
+    hooks = [hook_name(model, layer) for layer in layers]
+    scales = measure_scales(model, hooks, norm_texts)
+    out: dict[str, dict[int, Any]] = {m: {} for m in METHODS}
+    notes: list[str] = []
+    for layer, hook in zip(layers, hooks):
+        makers: dict[str, Callable[[], Any]] = {
+            "contrast_pair": lambda: contrast_pair(model, contrast[0], contrast[1], layer, position="mean", norm_texts=norm_texts[:1]),
+            "mean_difference": lambda: mean_difference(model, pos, neg, layer, position=positions, norm_texts=norm_texts[:1], source=source),
+            "pca": lambda: pca_direction(model, pos, neg, layer, position=positions, norm_texts=norm_texts[:1], source=source),
+        }
+        if probes is not None and probes.get(hook) is not None:
+            makers["probe"] = lambda: probe_direction(probes[hook], model, layer, source=source)
+        for name, make in makers.items():
+            try:
+                v = make()
+                if v.norm == 0:
+                    raise SteeringError("the direction is zero")
+            except (SteeringError, ValueError) as err:
+                notes.append(f"{name} at layer {layer}: no direction ({err})")
+                continue
+            v.scales = {hook: scales[hook]}  # one typical norm per layer, for every method
+            out[name][layer] = v
+        like = out["mean_difference"].get(layer) or out["pca"].get(layer) or out["contrast_pair"].get(layer)
+        if like is not None:
+            out["random"][layer] = random_direction(like=like, seed=1000 + layer)
+    return {m: v for m, v in out.items() if v}, notes
+
+
+def reveal_spans(texts: list[str]) -> list[tuple[int, int]]:
+    """The (start, end) character span of each text's last sentence (the reveal sentence of a
+    `sentiment_pairs` text), for reading the mean activation over it."""
+    spans = []
+    for t in texts:
+        start = t.rfind(". ", 0, len(t) - 1)
+        spans.append((start + 2 if start >= 0 else 0, len(t)))
+    return spans
+
+
+# ---------------------------------------------------------------------------------------------
+# the demo
+# ---------------------------------------------------------------------------------------------
+def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool = False, seed: int = 0,
+             train_seconds: float | None = None, iters: int | None = None, device: str = "auto",
+             progress: bool = True) -> dict[str, Any]:
+    """The whole story; returns a dict of what it measured (also written to `out/summary.json`)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from nanolens.models.trainer import resolve_device
+    from nanolens.probes import LabelledTexts, format_table as probe_table, plot_probe_layers, probe_layers
+
+    from .evaluate import (best_layers, format_table, markdown_table, plot_layer_heatmap, plot_sentiment_vs_coeff,
+                           summarize_sweep, sweep)
+    from .inspect import cosine_table, format_top_tokens, top_tokens
+
+    if data not in ("sentiment", "shakespeare"):
+        raise ValueError(f"--data {data!r}: the demo runs on 'sentiment' (the embedded corpus) or 'shakespeare'")
+    t_start = time.perf_counter()
+    plan = DemoPlan.quick() if quick else DemoPlan()
+    if train_seconds is not None:
+        plan.train_seconds = float(train_seconds)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    if device == "cpu" and quick:
+        torch.set_num_threads(1)
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        timings[name] = now - tick
+        tick = now
+
+    # 1. the corpus ---------------------------------------------------------------------------
+    rng = np.random.default_rng(seed)
+    if data == "sentiment":
+        from nanolens.models.sentiment import generate_corpus, neutral_openings
+
+        corpus = generate_corpus(plan.corpus_chars, seed=seed)
+        text = corpus.text
+        _say(f"# 1/6 corpus: the embedded sentiment stories, {len(text):,} characters, {len(corpus.stories):,} stories "
+             "(each opens with a neutral sentence; its label decides every later word)")
+        scorer, stop = "words", "\n"
+        openings = neutral_openings(plan.select_prompts + plan.report_prompts, seed=seed + 1)
+        sample_prompt = openings[0]
+    else:
+        from nanolens.models.data import load_corpus
+
+        text = load_corpus("shakespeare").text
+        if quick:
+            text = text[: plan.corpus_chars]
+        _say(f"# 1/6 corpus: tiny Shakespeare, {len(text):,} characters; sentiment labels come from VADER")
+        scorer, stop = "vader", "\n\n"
+        openings = _shakespeare_prompts(text, plan.select_prompts + plan.report_prompts, rng)
+        sample_prompt = openings[0]
+    select_prompts, report_prompts = openings[: plan.select_prompts], openings[plan.select_prompts:]
+    lap("corpus")
+
+    # 2. training -----------------------------------------------------------------------------
+    _say(f"# 2/6 training a {plan.n_layer}-layer, {plan.n_embd}-wide gpt2-preset model (context {plan.block_size}) "
+         + (f"for about {plan.train_seconds:.0f} s" if iters is None and plan.train_seconds > 0 else f"for {iters or plan.max_iters} iterations"))
+    model, train_info = train_demo_model(text, plan, out / "run", device=device, seed=seed, iters=iters,
+                                         progress=progress, sample_prompt=sample_prompt, data_name=data)
+    _say(f"   trained {train_info['iters']} iterations ({train_info['tokens']:,} tokens) in {train_info['seconds']:.0f} s: "
+         f"val loss {train_info['val_loss']:.3f}")
+    lap("training")
+    block = model.config.block_size
+
+    # 3. probes -------------------------------------------------------------------------------
+    if data == "sentiment":
+        probe_set = LabelledTexts.from_sentiment(plan.probe_texts, position="reveal", max_chars=block)
+    else:
+        probe_set = LabelledTexts.from_shakespeare(n=plan.probe_texts, max_chars=block, alphabet=model.tokenizer.chars)
+    probe_df, probes = probe_layers(model, probe_set, hook="resid_pre", progress=False, return_probes=True)
+    plot_probe_layers(probe_df, out / "probe_accuracy.png", title="Where does the model know the sentiment? (resid_pre)")
+    _say("# 3/6 a linear probe at every layer (held-out accuracy vs a shuffled-label control):\n" + probe_table(probe_df))
+    lap("probes")
+
+    # 4. directions ---------------------------------------------------------------------------
+    layers = list(range(model.config.n_layer))
+    if data == "sentiment":
+        from .directions import sentiment_pairs
+
+        pos, neg = sentiment_pairs(plan.pairs, seed=4321 + seed, max_chars=block)
+        contrast, source = SENTIMENT_CONTRAST, f"sentiment_pairs({plan.pairs}): matched story beginnings, read at the end of the first sentiment sentence"
+        norm_texts = [corpus.story_text(i)[-block:] for i in range(min(64, len(corpus.stories)))]
+    else:
+        labels = np.asarray(probe_set.labels)
+        pos = [t for t, y in zip(probe_set.texts, labels) if y == "positive"]
+        neg = [t for t, y in zip(probe_set.texts, labels) if y == "negative"]
+        k = min(len(pos), len(neg), plan.pairs)
+        pos, neg = pos[:k], neg[:k]
+        contrast, source = SHAKESPEARE_CONTRAST, f"{k} VADER-positive and {k} VADER-negative lines (paired at random for PCA)"
+        norm_texts = [text[i : i + block] for i in rng.integers(0, len(text) - block, 64)]
+    read = reveal_spans(pos) + reveal_spans(neg) if plan.read == "sentence" and data == "sentiment" else plan.read
+    vectors, notes = find_directions(model, layers, pos, neg, contrast, probes, norm_texts, positions=read, source=source)
+    for note in notes:
+        _say(f"   note: {note}")
+    vec_dir = out / "vectors"
+    for method, by_layer in vectors.items():
+        for layer, v in by_layer.items():
+            v.save(vec_dir / f"{method}_L{layer}")
+    _say(f"# 4/6 directions at every layer's resid_pre, five ways ({', '.join(vectors)}); saved to {vec_dir}")
+    lap("directions")
+
+    # 5. steering: choose layer on one prompt set, report on another ---------------------------
+    c = plan.coeff
+    select = sweep(model, select_prompts, vectors, [-c, -c / 2, c / 2, c], samples_per_prompt=plan.select_samples,
+                   scorer=scorer, max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, seed=seed,
+                   stop=stop, progress=progress)
+    chosen = best_layers(select)
+    report_vectors = {m: {chosen[m]: vectors[m][chosen[m]]} for m in vectors}
+    coeffs = [-2 * c, -c, -c / 2, 0.0, c / 2, c, 2 * c]
+    result, samples = sweep(model, report_prompts, report_vectors, coeffs, samples_per_prompt=plan.report_samples,
+                            scorer=scorer, max_new_tokens=plan.max_new_tokens, temperature=plan.temperature,
+                            seed=seed + 1, stop=stop, val_text=train_info["val_text"], val_windows=plan.val_windows,
+                            progress=progress, return_samples=True)
+    summary = summarize_sweep(result)
+    lap("steering")
+
+    # 6. report -------------------------------------------------------------------------------
+    steered = summary[summary.method != "random"]
+    swing = steered.frac_pos_at_pos - steered.frac_pos_at_neg
+    best = steered.loc[swing.idxmax()] if len(steered) else summary.iloc[0]
+    best_method, best_layer = str(best["method"]), int(best["layer"])
+    plot_sentiment_vs_coeff(result, out / "steering_vs_coeff.png", layers=chosen,
+                            title=f"held-out openings: positive fraction vs coefficient ({scorer} scorer)")
+    heatmaps = {}
+    for method in vectors:
+        heatmaps[method] = plot_layer_heatmap(select, out / f"heatmap_{method}.png", method, metric="mean_sentiment")
+    best_vec = vectors[best_method][best_layer]
+    tops = top_tokens(model, best_vec, k=8, ln_final=True)
+    cos = cosine_table({m: vectors[m][best_layer] for m in vectors if best_layer in vectors[m]}, hook=best_vec.hook)
+    side = _samples_side_by_side(samples, best_method, best_layer, best["neg_coeff"], best["pos_coeff"], k=3)
+    _say(f"# 5/6 steering held-out openings (layer chosen on {len(select_prompts)} other openings; "
+         f"coefficients x the layer's typical residual norm):")
+    _say(format_table(summary, ["method", "layer", "neg_coeff", "frac_pos_at_neg", "frac_pos_unsteered", "pos_coeff",
+                                "frac_pos_at_pos", "ppl_at_neg", "ppl_unsteered", "ppl_at_pos", "max_move"]))
+    _say(f"\nbest: {best_method} at layer {best_layer}. Its direction through the unembedding:\n{format_top_tokens(tops)}")
+    _say("\n" + side)
+    timings["report"] = 0.0
+    total = time.perf_counter() - t_start
+    timings["total"] = total
+    measured = {
+        "data": data, "quick": quick, "seconds": total, "timings": timings,
+        "train": {k: v for k, v in train_info.items() if k != "val_text"},
+        "best": {"method": best_method, "layer": int(best_layer), "neg_coeff": float(best["neg_coeff"]),
+                 "pos_coeff": float(best["pos_coeff"])},
+        "summary": json.loads(summary.to_json(orient="records")),
+        "chosen_layers": {m: int(v) for m, v in chosen.items()},
+        "notes": notes,
+    }
+    _write_report(out, measured, plan, model, probe_df, select, result, summary, cos, tops, side, scorer,
+                  report_prompts, select_prompts, heatmaps, train_info, source, contrast)
+    result.to_csv(out / "steering_sweep.csv", index=False)
+    select.to_csv(out / "layer_selection.csv", index=False)
+    samples.to_csv(out / "steering_samples.csv", index=False)
+    probe_df.to_csv(out / "probes.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(measured, indent=1, default=str) + "\n", encoding="utf-8")
+    _say(f"# 6/6 wrote {out / 'report.md'} and its plots in {total:.0f} s "
+         f"(training {timings['training']:.0f} s, steering sweeps {timings['steering']:.0f} s)")
+    return measured
+
+
+def _shakespeare_prompts(text: str, n: int, rng: Any) -> list[str]:
+    """Speaker headers ("ROMEO:\\n") from the last tenth of the text (the val split), distinct."""
+    import re
+
+    tail = text[int(len(text) * 0.9):]
+    names = list(dict.fromkeys(m.group(0) for m in re.finditer(r"(?m)^[A-Z][A-Za-z ]{2,20}:\n", tail)))
+    if not names:
+        names = ["\n"]
+    return [names[i % len(names)] for i in rng.permutation(max(n, len(names)))[:n]]
+
+
+def _samples_side_by_side(samples: Any, method: str, layer: Any, neg: float, pos: float, k: int = 3) -> str:
+    blocks = []
+    for p_index in list(dict.fromkeys(samples.prompt_index))[:k]:
+        s = samples[samples.prompt_index == p_index]
+
+        def first(rows):
+            return rows.continuation.iloc[0] if len(rows) else "(none)"
+
+        prompt = s.prompt.iloc[0]
+        neg_rows = s[(s.method == method) & (s.layer.astype(str) == str(layer)) & (s.coeff == neg)]
+        pos_rows = s[(s.method == method) & (s.layer.astype(str) == str(layer)) & (s.coeff == pos)]
+        base_rows = s[s.method == "unsteered"]
+        blocks.append(f"prompt: {prompt!r}\n" + side_by_side([
+            (f"coeff {neg:+g} (score {neg_rows.score.iloc[0]:+.2f})" if len(neg_rows) else f"coeff {neg:+g}", first(neg_rows)),
+            (f"unsteered (score {base_rows.score.iloc[0]:+.2f})" if len(base_rows) else "unsteered", first(base_rows)),
+            (f"coeff {pos:+g} (score {pos_rows.score.iloc[0]:+.2f})" if len(pos_rows) else f"coeff {pos:+g}", first(pos_rows)),
+        ]))
+    return "\n\n".join(blocks)
+
+
+def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_df: Any, select: Any, result: Any,
+                  summary: Any, cos: Any, tops: Any, side: str, scorer: str, report_prompts: list[str],
+                  select_prompts: list[str], heatmaps: dict, train_info: dict, source: str, contrast: tuple[str, str]) -> None:
+    from .evaluate import markdown_table
+    from .inspect import format_top_tokens
+
+    best = measured["best"]
+    t = measured["timings"]
+    cols = ["method", "layer", "neg_coeff", "frac_pos_at_neg", "frac_pos_unsteered", "pos_coeff", "frac_pos_at_pos",
+            "ppl_at_neg", "ppl_unsteered", "ppl_at_pos", "val_rise_at_neg", "val_rise_at_pos", "wrong_way_at_pos", "max_move"]
+    probe_cols = [c for c in ("layer", "hook", "accuracy", "control_accuracy", "selectivity") if c in probe_df.columns]
+    sweep_cols = ["method", "layer", "coeff", "mean_sentiment", "frac_positive", "frac_negative", "wrong_way",
+                  "perplexity", "val_loss_rise"]
+    lines = [
+        "# nanolens demo report", "",
+        f"Data: **{measured['data']}**{' (quick mode)' if measured['quick'] else ''}. Total wall time: "
+        f"**{measured['seconds']:.0f} s** (" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total") + ").", "",
+        "## Model and training", "",
+        f"gpt2 preset, {model.config.n_layer} layers, d_model {model.config.n_embd}, {model.config.n_head} heads, context "
+        f"{model.config.block_size}, {train_info['params']:,} parameters. Trained {train_info['iters']} iterations "
+        f"({train_info['tokens']:,} tokens, batch {plan.batch_size}) in {train_info['seconds']:.0f} s; final val loss "
+        f"{train_info['val_loss']:.3f}. Checkpoints: `{out / 'run'}` (last/ is the model steered here).", "",
+        "![loss curve](run/loss_curve.png)", "",
+        "## Probes: where is the sentiment?", "",
+        "A logistic-regression probe on the residual stream entering each block (resid_pre; `embed` = layer 0's input), "
+        "read at the end of the first sentence that reveals a story's label, scored on held-out stories, against a "
+        "shuffled-label control.", "",
+        markdown_table(probe_df, probe_cols), "", "![probe accuracy](probe_accuracy.png)", "",
+        "## Directions", "",
+        f"Five ways at every layer's resid_pre: **contrast_pair** (ActAdd, one pair: {contrast[0]!r} vs {contrast[1]!r}, "
+        "mean over each prompt's tokens), **mean_difference** (CAA) and **pca** (first principal component of the paired "
+        "differences, *not* centred: the mean difference is the shared signal; see `pca_direction`) over "
+        f"{source}, **probe** (the layer's probe weights), and **random** (a random direction with the mean difference's "
+        "norm: the control).", "",
+        *([f"Not found: {'; '.join(measured['notes'])}.", ""] if measured.get("notes") else []),
+        f"Cosine similarity at layer {best['layer']}:", "", markdown_table(cos.reset_index().rename(columns={"index": "vs"})), "",
+        f"The best direction ({best['method']}, layer {best['layer']}) read through ln_final and the unembedding "
+        "(the characters it promotes and demotes):", "", "```", format_top_tokens(tops), "```", "",
+        "## Steering held-out openings", "",
+        f"Prompts: neutral story openings held out from the corpus (never in the training text, and not used to find "
+        f"any direction). Each method's layer was chosen on {len(select_prompts)} openings; the table reports "
+        f"{len(report_prompts)} *other* openings x {plan.report_samples} samples each, {plan.max_new_tokens} new "
+        f"characters at temperature {plan.temperature}, cut at the end of the story, scored with the `{scorer}` "
+        "scorer. Coefficients are in units of the layer's typical residual-stream norm (relative), added at every "
+        "position (prompt and generated). `frac_pos_*` is the share of continuations scored positive at the "
+        "chosen negative coefficient / unsteered / the chosen positive coefficient (the smallest reaching <= 10% / "
+        ">= 90%, else the most extreme); `ppl_*` is the perplexity of the continuations under the unsteered model; "
+        "`val_rise_*` the rise in val loss on held-out corpus text with the vector applied; `max_move` the largest "
+        "change of the positive fraction over all coefficients (the random control should keep it small).", "",
+        markdown_table(summary, cols), "",
+        f"Best method: **{best['method']}** at layer **{best['layer']}** (coefficients {best['neg_coeff']:+g} / "
+        f"{best['pos_coeff']:+g}).", "",
+        "![steering vs coefficient](steering_vs_coeff.png)", "",
+        "All settings (report prompts):", "", markdown_table(result, sweep_cols), "",
+        "### Layer selection (the other openings)", "",
+        "Mean sentiment by layer and coefficient for each method:", "",
+        *[f"![{m}]({p.name})" for m, p in heatmaps.items()], "",
+        "### Samples", "", "```", side, "```", "",
+        "## Reproduce", "",
+        "```", f"nanolens demo --out {out}" + (" --quick" if measured["quick"] else "") +
+        (f" --data {measured['data']}" if measured["data"] != "sentiment" else ""),
+        f"nanolens steer --ckpt {out / 'run' / 'last'} --method mean-diff --dataset {measured['data']} --layer "
+        f"{best['layer']} --coeff {best['pos_coeff']:g} --relative", "```", "",
+    ]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# `nanolens steer`
+# ---------------------------------------------------------------------------------------------
+METHOD_ALIASES = {"contrast": "contrast_pair", "contrast-pair": "contrast_pair", "actadd": "contrast_pair",
+                  "mean-diff": "mean_difference", "mean_diff": "mean_difference", "caa": "mean_difference",
+                  "pca": "pca", "repe": "pca", "probe": "probe", "random": "random"}
+
+
+def _checkpoint(path: str) -> Path:
+    ckpt = Path(path)
+    if not (ckpt / "config.json").is_file():
+        for name in ("best", "last"):
+            if (ckpt / name / "config.json").is_file():
+                return ckpt / name
+        raise FileNotFoundError(f"--ckpt {path}: no config.json there (nor in best/ or last/); give a checkpoint or run directory")
+    return ckpt
+
+
+def _labelled_pairs(model: Any, dataset: str, n: int, seed: int) -> tuple[list[str], list[str], str]:
+    """(positive texts, negative texts, description) for mean-diff / PCA / probe."""
+    import numpy as np
+
+    block = model.config.block_size
+    if dataset == "sentiment":
+        from .directions import sentiment_pairs
+
+        pos, neg = sentiment_pairs(n, seed=seed, max_chars=block)
+        return pos, neg, f"sentiment_pairs({n}, seed={seed})"
+    from nanolens.probes import LabelledTexts
+
+    if dataset == "shakespeare":
+        ds = LabelledTexts.from_shakespeare(n=2 * n, max_chars=block, alphabet=getattr(model.tokenizer, "chars", None), seed=seed)
+    else:
+        if not Path(dataset).is_file():
+            raise FileNotFoundError(f"--dataset {dataset!r} is neither sentiment, shakespeare nor an existing .csv/.jsonl file")
+        ds = LabelledTexts.from_file(dataset)
+    labels = np.asarray([str(y).lower() for y in ds.labels])
+    pos_names, neg_names = {"positive", "pos", "1", "true"}, {"negative", "neg", "0", "false"}
+    pos = [t[-block:] for t, y in zip(ds.texts, labels) if y in pos_names][:n]
+    neg = [t[-block:] for t, y in zip(ds.texts, labels) if y in neg_names][:n]
+    if not pos or not neg:
+        raise ValueError(f"--dataset {dataset}: needs labels positive/negative (or 1/0); got {sorted(set(labels))[:5]}")
+    return pos, neg, f"{dataset} ({len(pos)} positive, {len(neg)} negative)"
+
+
+def build_vector(model: Any, args: argparse.Namespace, layer: int) -> Any:
+    """The steering vector `nanolens steer` asks for, at `layer`."""
+    from .directions import contrast_pair, mean_difference, pca_direction, probe_direction, random_direction
+
+    method = METHOD_ALIASES.get(args.method)
+    if method is None:
+        raise ValueError(f"--method {args.method!r}: use contrast, mean-diff, pca, probe or random")
+    if method == "contrast_pair":
+        if args.positive is None or args.negative is None:
+            raise ValueError("--method contrast needs --positive and --negative prompts (e.g. --positive 'I love' --negative 'I hate')")
+        return contrast_pair(model, args.positive, args.negative, layer, position=_read_position(args.read))
+    pos, neg, what = _labelled_pairs(model, args.dataset, args.n, args.data_seed)
+    if method == "mean_difference":
+        return mean_difference(model, pos, neg, layer, source=what)
+    if method == "pca":
+        k = min(len(pos), len(neg))
+        return pca_direction(model, pos[:k], neg[:k], layer, source=what)
+    md = mean_difference(model, pos, neg, layer, source=what)
+    if method == "random":
+        return random_direction(like=md, seed=args.seed)
+    from nanolens.probes import LinearProbe, extract_activations
+    from .directions import hook_name
+
+    hook = hook_name(model, layer)
+    acts = extract_activations(model, pos + neg, hooks=[hook], progress=False, truncate=True)
+    probe = LinearProbe().fit(acts[hook], ["positive"] * len(pos) + ["negative"] * len(neg))
+    v = probe_direction(probe, model, layer, source=what)
+    v.scales = md.scales
+    return v
+
+
+def _read_position(value: str) -> Any:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _positions(value: str) -> Any:
+    return int(value) if value.isdigit() else value
+
+
+def steer_command(args: argparse.Namespace) -> int:
+    """`nanolens steer`: print unsteered and steered generations side by side, or run a sweep."""
+    import torch
+
+    from nanolens.models import GPT
+    from nanolens.models.trainer import resolve_device
+
+    from .apply import Steering
+    from .evaluate import format_table, plot_layer_heatmap, plot_sentiment_vs_coeff, summarize_sweep, sweep
+    from .vector import SteeringVector
+
+    ckpt = _checkpoint(args.ckpt)
+    model = GPT.load(ckpt, device=resolve_device(args.device)).eval()
+    n = model.config.n_layer
+    layer = args.layer if args.layer is not None else n // 2
+    if args.vector:
+        vector = SteeringVector.load(args.vector)
+    else:
+        vector = build_vector(model, args, layer)
+    if args.save:
+        path = vector.save(args.save)
+        print(f"# saved the vector to {path} (+ .json)", file=sys.stderr)
+    prompts = args.prompt or _default_prompts(model, args)
+    if args.relative and not vector.scales:
+        texts = prompts if args.dataset not in ("sentiment",) else _labelled_pairs(model, "sentiment", 32, 7)[0]
+        vector = vector.with_scales(model, texts)
+    print(f"# {ckpt}: {vector!r}; {vector.provenance.get('method')} at {', '.join(vector.hooks)}", file=sys.stderr)
+
+    if args.sweep:
+        out = Path(args.out) if args.out else (ckpt.parent if ckpt.name in ("best", "last") else ckpt) / "steering"
+        layers = [int(x) for x in args.layers.split(",")] if args.layers else [layer]
+        coeffs = [float(x) for x in args.coeffs.split(",")]
+        by_layer = {L: (vector if L == layer or args.vector else build_vector(model, args, L)) for L in layers}
+        scorer = args.scorer or ("words" if model.config.extra.get("data") == "sentiment" else "vader")
+        df = sweep(model, prompts, {vector.label: by_layer}, coeffs, samples_per_prompt=args.num_samples,
+                   scorer=scorer, max_new_tokens=args.max_new_tokens, temperature=args.temperature or 0.8,
+                   top_k=args.top_k, seed=args.seed, positions=_positions(args.positions), relative=args.relative,
+                   check_model=not args.any_model, progress=not args.quiet)
+        print(format_table(df, ["method", "layer", "coeff", "mean_sentiment", "frac_positive", "frac_negative",
+                                "wrong_way", "perplexity"]))
+        out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out / "steer_sweep.csv", index=False)
+        p1 = plot_sentiment_vs_coeff(df, out / "steer_vs_coeff.png")
+        p2 = plot_layer_heatmap(df, out / "steer_heatmap.png", vector.label)
+        print(format_table(summarize_sweep(df)), file=sys.stderr)
+        print(f"# wrote {out / 'steer_sweep.csv'}, {p1} and {p2}", file=sys.stderr)
+        return 0
+
+    steering = Steering(vector, coeff=args.coeff, positions=_positions(args.positions), relative=args.relative,
+                        check_model=not args.any_model)
+    width = max(30, min(60, (args.width - 3) // 2))
+    for p_index, prompt in enumerate(prompts):
+        for i in range(args.num_samples):
+            seed = args.seed + 1000 * p_index + i
+            kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, seed=seed,
+                      stop=args.stop)
+            plain = model.generate(prompt, **kw)
+            steered = model.generate(prompt, steering=steering, **kw)
+            print(f"=== prompt {prompt!r}" + (f" (sample {i + 1})" if args.num_samples > 1 else ""))
+            print(side_by_side([("unsteered", plain[len(prompt):]),
+                                (f"steered: coeff {args.coeff:+g}{' x norm' if args.relative else ''} at {', '.join(vector.hooks)}",
+                                 steered[len(prompt):])], width=width))
+            print()
+    print(f"# {steering.report()}", file=sys.stderr)
+    return 0
+
+
+def _default_prompts(model: Any, args: argparse.Namespace) -> list[str]:
+    if model.config.extra.get("data") == "sentiment" or args.dataset == "sentiment":
+        from nanolens.models.sentiment import neutral_openings
+
+        return neutral_openings(3, seed=args.seed)
+    return ["\n"]
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    run_demo(out=args.out, data=args.data, quick=args.quick, seed=args.seed, train_seconds=args.train_seconds,
+             iters=args.iters, device=args.device, progress=not args.quiet)
+    return 0

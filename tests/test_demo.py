@@ -1,0 +1,65 @@
+"""`nanolens demo --quick` end to end (the README's first command, at test size), and the
+`nanolens steer` variants that read the demo's run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nanolens.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("demo")
+    rc = main(["demo", "--quick", "--out", str(out), "--quiet", "--device", "cpu"])
+    torch.set_num_threads(before)
+    assert rc == 0
+    return out
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_the_report_plots_and_vectors(demo):
+    report = (demo / "report.md").read_text(encoding="utf-8")
+    for section in ("## Model and training", "## Probes", "## Directions", "## Steering held-out openings", "### Samples"):
+        assert section in report
+    for column in ("frac_pos_at_neg", "frac_pos_unsteered", "frac_pos_at_pos", "ppl_at_pos", "max_move"):
+        assert column in report
+    for method in ("contrast_pair", "mean_difference", "pca", "probe", "random"):
+        assert f"| {method} |" in report
+    for png in ("probe_accuracy.png", "steering_vs_coeff.png", "heatmap_mean_difference.png", "run/loss_curve.png"):
+        assert (demo / png).stat().st_size > 1000, png
+    summary = json.loads((demo / "summary.json").read_text(encoding="utf-8"))
+    assert summary["best"]["method"] in ("contrast_pair", "mean_difference", "pca", "probe")
+    assert {row["method"] for row in summary["summary"]} >= {"mean_difference", "random"}
+    assert summary["seconds"] > 0 and summary["train"]["iters"] > 0
+    assert list((demo / "vectors").glob("mean_difference_L1.safetensors"))
+    assert (demo / "run" / "last" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_steer_reads_the_demo_run(demo, tmp_path, capsys):
+    from nanolens.steering import SteeringVector
+
+    vec = SteeringVector.load(demo / "vectors" / "mean_difference_L1")
+    assert vec.provenance["method"] == "mean_difference" and vec.hooks == ["blocks.1.hook_resid_pre"]
+    base = ["steer", "--ckpt", str(demo / "run"), "--quiet", "--device", "cpu", "--max-new-tokens", "12"]
+    rc = main(base + ["--vector", str(demo / "vectors" / "mean_difference_L1"), "--coeff", "0.5", "--relative"])
+    out = capsys.readouterr()
+    assert rc == 0 and out.out.count("=== prompt") == 3 and "touched" in out.err
+    rc = main(base + ["--method", "mean-diff", "--dataset", "sentiment", "--n", "8", "--layer", "1", "--sweep",
+                      "--coeffs=-0.5,0,0.5", "--relative", "--num-samples", "1", "--out", str(tmp_path / "sweep")])
+    out = capsys.readouterr()
+    assert rc == 0 and "frac_positive" in out.out and (tmp_path / "sweep" / "steer_heatmap.png").is_file()
+    rc = main(base + ["--positive", "happy", "--negative", "sad", "--layer", "1", "--coeff", "2", "--read", "mean"])
+    assert rc == 0 and "steered: coeff +2" in capsys.readouterr().out
+
+
+def test_demo_rejects_unknown_data(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--data", "wikipedia", "--out", str(tmp_path)])
+    assert "invalid choice" in capsys.readouterr().err
