@@ -4,7 +4,7 @@
     python benchmarks/bench_train.py --max-iters 50       # a smoke run of the same path
     python benchmarks/bench_train.py --out results.md     # also write the table as markdown
 
-The recipe is the one nanoGPT's README gives for a CPU ("gets val loss 1.88"): the `gpt2` preset
+The recipe is the one nanoGPT's README gives for a CPU ("gets us a loss of only 1.88"): the `gpt2` preset
 with 4 layers, 4 heads, 128 wide, block 64, dropout 0; batch 12, AdamW lr 1e-3 with 100 warmup
 iterations and cosine decay to 1e-4 over 2000 iterations, beta2 0.99, weight decay 0.1, gradient
 clipping 1.0. It runs through the very code path of the command line (`nanolens.cli.main(["train",
@@ -16,10 +16,13 @@ shakespeare` finds it (user cache or download).
 
 The table reports the final val and train loss (the goal is val <= 1.89), the wall time of the
 whole command (corpus, tokenizer, training, final evaluation), the training time alone and the
-training throughput in tokens per second. Torch runs one intra-op thread unless `--threads` says
-otherwise: with other processes on the same cores, several threads spin-wait and run many times
-slower (measured here: about 450 tokens/s with 2 threads against about 3,000 with 1). Timings depend on the machine and on what else runs on
-it; the load average before and after is printed with them.
+training throughput in tokens per second. Timings depend on the machine and on what else runs on
+it; the load average before and after is printed with them. Torch runs one intra-op thread unless
+`--threads` says otherwise: with other processes on the same cores, several threads spin-wait and
+run many times slower (measured here: about 450 tokens/s with 2 threads against about 3,000 with 1).
+
+`--seed` and `--set KEY=VALUE` (a model field changed from the recipe, marked in the table) are
+there to investigate a result, e.g. `--set bias=false` (nanoGPT's own default).
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def table(result: dict, max_iters: int) -> str:
     lines += [
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}; 1-minute load average "
+        f"({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}), Python {platform.python_version()}; 1-minute load average "
         f"{lb[0]:.1f} before, {la[0]:.1f} after (other processes share the cores, so timings vary).",
         f"Data: {result['data']}.",
     ]

@@ -67,7 +67,7 @@ CAVEATS = {
     "feed_forward": "without a residual path the MLP must rebuild everything it passes on",
     "residual": "a stack four times as deep has four times the parameters to fit in the same few iterations",
     "layer_norm": "with a residual stream already in place and a short, clipped schedule there is little instability left to fix",
-    "gpt2": "GELU against ReLU is a small change, and over a few hundred steps which of the two learns faster varies from run to run",
+    "gpt2": "GELU is nearly linear for the small inputs an MLP sees early in training, where ReLU bends at any scale, so over a short budget it can lag",
     "modern": "rotary positions, RMSNorm and SwiGLU pay off mostly at longer contexts and larger scale than this",
 }
 GAINS = {

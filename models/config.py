@@ -30,6 +30,18 @@ class ConfigError(ValueError):
     """A configuration that cannot build a working model; the message names the fix."""
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value: JSON (`4`, `0.1`, `true`, `null`), Python's `True`/`False`/`None`
+    spellings, or else the plain string."""
+    spelled = {"true": True, "false": False, "none": None, "null": None}
+    if raw.strip().lower() in spelled:
+        return spelled[raw.strip().lower()]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
 @dataclass
 class GPTConfig:
     """Every architectural choice of a nanolens GPT.
@@ -92,6 +104,7 @@ class GPTConfig:
     # ---- validation ------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ConfigError naming the problem and the fix, for any config that cannot work."""
+        self._check_types()
         for slot, valid in VARIANTS.items():
             value = getattr(self, slot)
             if value not in valid:
@@ -131,6 +144,21 @@ class GPTConfig:
             )
         if self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be > 0, got {self.norm_eps}")
+
+    def _check_types(self) -> None:
+        """Refuse values of the wrong type (e.g. the string "False" for a switch), which would
+        otherwise be taken as truthy or fail deep inside the model."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if kind == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be true or false, got {value!r}")
+            if kind.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
+                if not (value is None and "None" in kind):
+                    raise ConfigError(f"{f.name} must be an integer, got {value!r}")
+            if kind == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{f.name} must be a number, got {value!r}")
+                setattr(self, f.name, float(value))
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -177,9 +205,5 @@ class GPTConfig:
                 raise ConfigError(
                     f"unknown GPTConfig field {key!r}; valid fields: {', '.join(sorted(field_types))}"
                 )
-            try:
-                value: Any = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            changes[key] = value
+            changes[key] = parse_value(raw)
         return self.replace(**changes)

@@ -26,8 +26,8 @@ LADDER: tuple[Preset, ...] = (
     Preset(
         "bigram",
         "A lookup table: each character predicts the next from itself alone (embedding -> "
-        "unembedding), with no context at all.",
-        dict(_PLAIN, n_layer=0, positional="none", use_attn=False),
+        "untied unembedding, so a->b and b->a can differ), with no context at all.",
+        dict(_PLAIN, n_layer=0, positional="none", use_attn=False, tie_weights=False),
     ),
     Preset(
         "average",

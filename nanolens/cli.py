@@ -69,7 +69,7 @@ TRAIN_FLAGS = {
     "warmup_iters": "warmup_iters", "lr_decay_iters": "lr_decay_iters", "eval_interval": "eval_interval",
     "eval_iters": "eval_iters", "sample_interval": "sample_interval", "sample_tokens": "sample_tokens",
     "log_interval": "log_interval", "grad_accum_steps": "grad_accum_steps", "weight_decay": "weight_decay",
-    "grad_clip": "grad_clip", "val_fraction": "val_fraction", "device": "device", "seed": "seed",
+    "grad_clip": "grad_clip", "beta1": "beta1", "beta2": "beta2", "val_fraction": "val_fraction", "device": "device", "seed": "seed",
     "compile": "compile", "dtype": "dtype",
 }
 
@@ -97,6 +97,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-accum-steps", type=int)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--grad-clip", type=float)
+    g.add_argument("--beta1", type=float, help="AdamW beta1 (default 0.9)")
+    g.add_argument("--beta2", type=float, help="AdamW beta2 (default 0.99)")
     g.add_argument("--val-fraction", type=float)
     g.add_argument("--eval-interval", type=int)
     g.add_argument("--eval-iters", type=int)
@@ -367,6 +369,7 @@ def _add_steer_parsers(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a tiny model and few samples (seconds; what the tests run)")
     p.add_argument("--train-seconds", type=float, default=None, help="training budget in seconds (default 150; iterations are calibrated)")
     p.add_argument("--iters", type=int, default=None, help="train exactly this many iterations instead of a time budget")
+    p.add_argument("--preset", default=None, help="model preset (default modern: it learns the corpus fastest on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -35,15 +35,16 @@ class DemoPlan:
     """Sizes of one demo run (`quick` is what the tests run)."""
 
     corpus_chars: int = 1_000_000
+    preset: str = "modern"  # RoPE + RMSNorm + SwiGLU: on this corpus it learns ~2x faster per token than gpt2
     n_layer: int = 4
     n_embd: int = 128
     n_head: int = 4
-    block_size: int = 64
-    batch_size: int = 32
+    block_size: int = 128
+    batch_size: int = 16
     learning_rate: float = 3e-3
     min_lr: float = 3e-4
     warmup_iters: int = 30
-    train_seconds: float = 150.0
+    train_seconds: float = 170.0
     min_iters: int = 100
     max_iters: int = 3000
     eval_iters: int = 10
@@ -116,7 +117,7 @@ def calibrate_iters(model: Any, data: Any, plan: DemoPlan, seconds: float, devic
 def train_demo_model(text: str, plan: DemoPlan, out_dir: Path | None, device: str = "cpu", seed: int = 0,
                      iters: int | None = None, progress: bool = True, sample_prompt: str = "\n",
                      data_name: str = "sentiment") -> tuple[Any, dict[str, Any]]:
-    """Train the gpt2-preset model of `plan` on `text` with the Trainer; returns (model, info)."""
+    """Train the model of `plan` (its preset and sizes) on `text` with the Trainer; returns (model, info)."""
     import torch
 
     from nanolens.models import GPT, CharTokenizer, preset_config
@@ -124,7 +125,7 @@ def train_demo_model(text: str, plan: DemoPlan, out_dir: Path | None, device: st
     from nanolens.models.trainer import Trainer, TrainConfig
 
     tokenizer = CharTokenizer.from_text(text)
-    config = preset_config("gpt2", vocab_size=tokenizer.vocab_size, n_layer=plan.n_layer, n_embd=plan.n_embd,
+    config = preset_config(plan.preset, vocab_size=tokenizer.vocab_size, n_layer=plan.n_layer, n_embd=plan.n_embd,
                            n_head=plan.n_head, block_size=plan.block_size)
     config.extra = {"data": data_name, "tokenizer": "char"}
     torch.manual_seed(seed)
@@ -211,7 +212,7 @@ def reveal_spans(texts: list[str]) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool = False, seed: int = 0,
              train_seconds: float | None = None, iters: int | None = None, device: str = "auto",
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, preset: str | None = None) -> dict[str, Any]:
     """The whole story; returns a dict of what it measured (also written to `out/summary.json`)."""
     import numpy as np
     import pandas as pd
@@ -230,6 +231,8 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     plan = DemoPlan.quick() if quick else DemoPlan()
     if train_seconds is not None:
         plan.train_seconds = float(train_seconds)
+    if preset is not None:
+        plan.preset = preset
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
@@ -270,7 +273,7 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     lap("corpus")
 
     # 2. training -----------------------------------------------------------------------------
-    _say(f"# 2/6 training a {plan.n_layer}-layer, {plan.n_embd}-wide gpt2-preset model (context {plan.block_size}) "
+    _say(f"# 2/6 training a {plan.n_layer}-layer, {plan.n_embd}-wide {plan.preset}-preset model (context {plan.block_size}) "
          + (f"for about {plan.train_seconds:.0f} s" if iters is None and plan.train_seconds > 0 else f"for {iters or plan.max_iters} iterations"))
     model, train_info = train_demo_model(text, plan, out / "run", device=device, seed=seed, iters=iters,
                                          progress=progress, sample_prompt=sample_prompt, data_name=data)
@@ -424,7 +427,7 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         f"Data: **{measured['data']}**{' (quick mode)' if measured['quick'] else ''}. Total wall time: "
         f"**{measured['seconds']:.0f} s** (" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total") + ").", "",
         "## Model and training", "",
-        f"gpt2 preset, {model.config.n_layer} layers, d_model {model.config.n_embd}, {model.config.n_head} heads, context "
+        f"{model.config.preset} preset, {model.config.n_layer} layers, d_model {model.config.n_embd}, {model.config.n_head} heads, context "
         f"{model.config.block_size}, {train_info['params']:,} parameters. Trained {train_info['iters']} iterations "
         f"({train_info['tokens']:,} tokens, batch {plan.batch_size}) in {train_info['seconds']:.0f} s; final val loss "
         f"{train_info['val_loss']:.3f}. Checkpoints: `{out / 'run'}` (last/ is the model steered here).", "",
@@ -634,5 +637,5 @@ def _default_prompts(model: Any, args: argparse.Namespace) -> list[str]:
 
 def demo_command(args: argparse.Namespace) -> int:
     run_demo(out=args.out, data=args.data, quick=args.quick, seed=args.seed, train_seconds=args.train_seconds,
-             iters=args.iters, device=args.device, progress=not args.quiet)
+             iters=args.iters, device=args.device, progress=not args.quiet, preset=args.preset)
     return 0

@@ -431,7 +431,7 @@ def valid_configs(draw) -> GPTConfig:
 def test_random_valid_configs_build_run_and_cache(config: GPTConfig, data) -> None:
     assert GPTConfig.from_json(config.to_json()) == config
     model = _build(config).eval()
-    pos = data.draw(st.integers(1, config.block_size))
+    pos = data.draw(st.integers(2, config.block_size))  # next-token loss needs two tokens
     x = _tokens(config, batch=2, pos=pos)
     logits, loss = model(x, return_type="both")
     assert logits.shape == (2, pos, config.vocab_size)
@@ -449,3 +449,18 @@ def test_random_valid_configs_build_run_and_cache(config: GPTConfig, data) -> No
     plain = _build(_switched_off(config)).eval()
     plain.load_state_dict(model.state_dict())
     torch.testing.assert_close(plain(x), logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [(dict(bias="False"), "bias must be true or false"), (dict(n_layer=2.5), "n_layer must be an integer"),
+     (dict(dropout="x"), "dropout must be a number")],
+)
+def test_config_refuses_values_of_the_wrong_type(bad, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GPTConfig(**bad)
+
+
+def test_set_overrides_accept_python_and_json_spellings() -> None:
+    config = GPTConfig().with_overrides(["bias=False", "tie_weights=false", "n_kv_head=None", "dropout=0"])
+    assert (config.bias, config.tie_weights, config.n_kv_head, config.dropout) == (False, False, None, 0.0)

@@ -646,3 +646,18 @@ def test_steer_command(model, tmp_path, capsys):
     assert rc == 2 and "out of range" in capsys.readouterr().err
     rc = main(base + ["--method", "contrast", "--prompt", "abc"])
     assert rc == 2 and "--positive and --negative" in capsys.readouterr().err
+
+
+def test_direction_across_checkpoints(model, tmp_path):
+    from nanolens.steering import direction_across_checkpoints
+
+    first = model.save(tmp_path / "a")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.01)
+    second = model.save(tmp_path / "b")
+    recipe = lambda m: mean_difference(m, ["abc", "abd"], ["hij", "hig"], 1)  # noqa: E731
+    table, vectors = direction_across_checkpoints([first, second], recipe)
+    assert list(table.columns) == ["checkpoint", "norm", "cosine_to_reference"]
+    assert table.cosine_to_reference.iloc[-1] == pytest.approx(1.0) and 0.9 < table.cosine_to_reference.iloc[0] <= 1.0
+    assert vectors[0].model["weights_hash"] != vectors[1].model["weights_hash"]
