@@ -498,6 +498,14 @@ class GPT(HookedRootModule):
         self.check_hook_name(name)
         super()._enable_hook_with_name(name, hook, dir)
 
+    def remove_all_hook_fns(self, direction="both", including_permanent: bool = False, level: int | None = None) -> None:
+        """TransformerLens' version, visiting only hook points that hold a hook: it runs at the
+        end of every `hooks()` context (`run_with_cache`, `run_with_hooks`, `generate`), and
+        rewriting the empty hook lists of all ~100 points cost about 1 ms each time."""
+        for hp in self.hook_points():
+            if hp.fwd_hooks or hp.bwd_hooks:
+                hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
     def run_with_cache(
         self, *model_args: Any, names_filter=None, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
     ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
