@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nanolens.models import GPT, preset_config
@@ -65,18 +66,15 @@ class Side:
     setup: Callable[[], object] | None = None
 
 
-def interleaved(ours: Side, reference: Side, rounds: int) -> tuple[list[float], list[float]]:
-    """Time `ours` and `reference` alternately over `rounds` rounds; the order flips every round
-    (A B, B A, A B, ...) so neither side always runs first."""
-    t_ours, t_ref = [], []
+def interleaved(*sides: Side, rounds: int) -> list[list[float]]:
+    """Time the sides in turn over `rounds` rounds, reversing their order every round
+    (A B, B A, A B, ...) so that none always runs first; one list of times per side."""
+    times: list[list[float]] = [[] for _ in sides]
+    order = list(range(len(sides)))
     for r in range(rounds):
-        if r % 2 == 0:
-            t_ours.append(timed(ours.run, ours.setup))
-            t_ref.append(timed(reference.run, reference.setup))
-        else:
-            t_ref.append(timed(reference.run, reference.setup))
-            t_ours.append(timed(ours.run, ours.setup))
-    return t_ours, t_ref
+        for i in order if r % 2 == 0 else order[::-1]:
+            times[i].append(timed(sides[i].run, sides[i].setup))
+    return times
 
 
 @dataclass
@@ -162,7 +160,7 @@ def bench_train(args: argparse.Namespace) -> Row:
         for _ in range(args.warmup):
             timed(hooked.run, hooked.setup)
             timed(plain.run, plain.setup)
-        t_ours, t_ref = interleaved(hooked, plain, args.rounds)
+        t_ours, t_ref = interleaved(hooked, plain, rounds=args.rounds)
     finally:
         swap.hooked()
     tokens = args.train_steps * args.batch * config.block_size
@@ -189,18 +187,38 @@ def bench_decode(args: argparse.Namespace) -> Row:
     n = args.decode_tokens
     out: dict[str, torch.Tensor] = {}
 
-    def cached() -> None:
-        out["cached"] = model.generate(prompt, n, temperature=0, use_kv_cache=True)
+    def side(name: str, fn: Callable[[], torch.Tensor]) -> Side:
+        def run() -> None:
+            out[name] = fn()
 
-    def uncached() -> None:
-        out["uncached"] = model.generate(prompt, n, temperature=0, use_kv_cache=False)
+        return Side(run)
 
+    sides = [
+        side("cached", lambda: model.generate(prompt, n, temperature=0, use_kv_cache=True)),
+        side("uncached", lambda: model.generate(prompt, n, temperature=0, use_kv_cache=False)),
+    ]
+    floor = args.decode_floor and n <= config.block_size  # the bare decoder below never crops its cache
+    if floor:
+        sides += [side("bare_cached", lambda: bare_generate(model, prompt, n, True)),
+                  side("bare_uncached", lambda: bare_generate(model, prompt, n, False))]
     for _ in range(args.warmup):
-        cached()
-        uncached()
-    t_ours, t_ref = interleaved(Side(cached), Side(uncached), args.decode_rounds)
+        for s in sides:
+            s.run()
+    times = interleaved(*sides, rounds=args.decode_rounds)
+    t_ours, t_ref = times[0], times[1]
     same = torch.equal(out["cached"], out["uncached"])
     ratios = paired_ratios(t_ref, t_ours)
+    if floor:
+        bare_same = all(torch.equal(out["cached"], out[k]) for k in ("bare_cached", "bare_uncached"))
+        bare = statistics.median(paired_ratios(times[3], times[2]))
+        share = statistics.median(paired_ratios(times[2], t_ours))
+        args.notes.append(
+            f"decode floor: the same weights decoded by bare tensor code (no modules, no hook points, no checks; "
+            f"logits of the last position only; same tokens: {'yes' if bare_same else 'NO'}) reach "
+            f"{n / statistics.median(times[2]):,.1f} tok/s with a KV cache and {n / statistics.median(times[3]):,.1f} "
+            f"without: {bare:.2f}x, the most this model's KV cache can give in eager PyTorch here. Ours decodes at "
+            f"{share:.0%} of that bare cached speed."
+        )
     return Row(
         what=f"decode tok/s, {n} new tokens, greedy, gpt2 {config.n_layer}L/{config.n_head}H/{config.n_embd}, "
         f"block {args.decode_block}, batch 1: KV cache vs "
@@ -211,6 +229,48 @@ def bench_decode(args: argparse.Namespace) -> Row:
         goal=">= 5x",
         met=statistics.median(ratios) >= 5.0 and same,
     )
+
+
+@torch.no_grad()
+def bare_generate(model: GPT, prompt: torch.Tensor, n: int, use_cache: bool) -> torch.Tensor:
+    """Greedy decoding of a `gpt2`-preset model (learned positions, pre-LayerNorm, GELU, tied
+    embeddings) written as bare tensor code, nanoGPT's way: the floor of what eager PyTorch can
+    do with these weights. Used only by --decode-floor, to tell our overhead from PyTorch's."""
+    cfg = model.config
+    heads, d_head, width, eps = cfg.n_head, cfg.d_head, cfg.n_embd, cfg.norm_eps
+    w_e, w_pos = model.embed.W_E, model.pos_embed.W_pos
+    layers = [
+        (b.ln1.w, b.ln1.b, b.attn.qkv.weight, b.attn.qkv.bias, b.attn.out.weight, b.attn.out.bias,
+         b.ln2.w, b.ln2.b, b.mlp.fc_in.weight, b.mlp.fc_in.bias, b.mlp.fc_out.weight, b.mlp.fc_out.bias)
+        for b in model.blocks
+    ]
+    batch = prompt.shape[0]
+    keys = [w_e.new_empty(batch, heads, cfg.block_size, d_head) for _ in layers]
+    values = [w_e.new_empty(batch, heads, cfg.block_size, d_head) for _ in layers]
+
+    def forward(tokens: torch.Tensor, pos: int, cache: bool) -> torch.Tensor:
+        t = tokens.shape[1]
+        x = F.embedding(tokens, w_e) + w_pos[pos : pos + t]
+        for i, (l1w, l1b, qkv_w, qkv_b, o_w, o_b, l2w, l2b, in_w, in_b, out_w, out_b) in enumerate(layers):
+            h = F.layer_norm(x, (width,), l1w, l1b, eps)
+            q, k, v = F.linear(h, qkv_w, qkv_b).view(batch, t, 3, heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
+            if cache:
+                keys[i][:, :, pos : pos + t], values[i][:, :, pos : pos + t] = k, v
+                k, v = keys[i][:, :, : pos + t], values[i][:, :, : pos + t]
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+            x = x + F.linear(y.transpose(1, 2).reshape(batch, t, width), o_w, o_b)
+            h = F.layer_norm(x, (width,), l2w, l2b, eps)
+            x = x + F.linear(F.gelu(F.linear(h, in_w, in_b)), out_w, out_b)
+        return F.linear(F.layer_norm(x[:, -1], (width,), model.ln_final.w, model.ln_final.b, eps), w_e)
+
+    seq = prompt
+    for step in range(n):
+        if use_cache:
+            logits = forward(seq, 0, True) if step == 0 else forward(seq[:, -1:], seq.shape[1] - 1, True)
+        else:
+            logits = forward(seq[:, -cfg.block_size :], 0, False)
+        seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
+    return seq
 
 
 # ---- row 3: run_with_cache on the residual stream vs a plain forward ---------------------------
@@ -234,7 +294,7 @@ def bench_cache(args: argparse.Namespace) -> Row:
     for _ in range(args.warmup):
         with_cache()
         plain()
-    t_ours, t_ref = interleaved(Side(with_cache), Side(plain), args.rounds)
+    t_ours, t_ref = interleaved(Side(with_cache), Side(plain), rounds=args.rounds)
     ratios = paired_ratios(t_ours, t_ref)  # time ratio: 1.10 means 10% overhead
     per_call = lambda ts: statistics.median(ts) / args.cache_iters * 1e3  # noqa: E731
     return Row(
@@ -277,7 +337,8 @@ def header(args: argparse.Namespace) -> list[str]:
     if hasattr(os, "getloadavg") and os.getloadavg()[0] > available_cores():
         lines.append(
             f"WARNING: the load average exceeds the {available_cores()} cores: other processes compete for the CPU, "
-            "so absolute numbers are unreliable (multi-threaded ops wait for descheduled threads); ratios less so"
+            "so timings are unreliable, multi-threaded ones most (each parallel op waits for its slowest, descheduled "
+            "thread; see the IQRs): rerun on a quiet machine, or with --threads 1"
         )
     return lines
 
@@ -302,10 +363,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decode-block", type=int, default=256, help="block_size of the decode model (default 256)")
     p.add_argument("--decode-n-layer", type=int, default=4, help="layers of the decode model (default 4)")
     p.add_argument("--decode-n-embd", type=int, default=128, help="width of the decode model (default 128)")
+    p.add_argument("--decode-floor", action="store_true",
+                   help="also time a bare-tensor decoder with the same weights (no modules or hooks) and print "
+                   "the KV-cache speed-up it reaches, below the table: what eager PyTorch allows for this model")
     p.add_argument("--cache-seq", type=int, default=64, help="sequence length of row 3's batch (default 64)")
     p.add_argument("--cache-iters", type=int, default=None, help="forwards per timed trial in row 3 (default 10)")
     p.add_argument("--out", type=Path, default=None, help="also write the header and table as markdown to this file")
     args = p.parse_args(argv)
+    args.notes = []
     quick = args.quick
     defaults = dict(rounds=(2, 24), decode_rounds=(2, 6), warmup=(1, 2), train_steps=(2, 5), decode_tokens=(16, 256), cache_iters=(2, 10))
     for name, (q, full) in defaults.items():
@@ -324,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, bench in (("training step", bench_train), ("decode", bench_decode), ("run_with_cache", bench_cache)):
         print(f"... {name}", file=sys.stderr, flush=True)
         rows.append(bench(args))
-    lines = table(rows)
+    lines = table(rows) + ([""] + args.notes if args.notes else [])
     print()
     print("\n".join(lines))
     if args.out is not None:

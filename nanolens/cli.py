@@ -370,6 +370,7 @@ def _add_steer_parsers(sub) -> None:
     p.add_argument("--train-seconds", type=float, default=None, help="training budget in seconds (default 150; iterations are calibrated)")
     p.add_argument("--iters", type=int, default=None, help="train exactly this many iterations instead of a time budget")
     p.add_argument("--preset", default=None, help="model preset (default modern: it learns the corpus fastest on a CPU)")
+    p.add_argument("--ckpt", default=None, help="skip training: analyse and steer this trained checkpoint (or run directory)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -50,13 +50,13 @@ class DemoPlan:
     eval_iters: int = 10
     probe_texts: int = 600
     pairs: int = 128
-    select_prompts: int = 8
-    select_samples: int = 2
+    select_pairs: int = 16
+    select_coeffs: tuple = (0.1, 0.2, 0.4, 0.8)  # relative coefficients tried for the layer choice
+    max_nll_shift: float = 0.3  # nats per token the chosen coefficients may cost (median over methods)
     report_prompts: int = 16
     report_samples: int = 4
     max_new_tokens: int = 64
-    coeff: float = 0.5  # relative coefficient of the layer selection (x typical residual norm)
-    read: str = "last"  # where mean-diff / PCA read the pairs: "last" token or the reveal "sentence" (mean)
+    read: str = "sentence"  # where mean-diff / PCA read the pairs: the reveal "sentence" (mean over it) or "last" token
     temperature: float = 0.8
     val_windows: int = 16
     extra: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +65,7 @@ class DemoPlan:
     def quick(cls) -> "DemoPlan":
         return cls(corpus_chars=60_000, n_layer=2, n_embd=32, n_head=2, block_size=64, batch_size=16,
                    learning_rate=3e-3, min_lr=3e-4, warmup_iters=5, train_seconds=0, min_iters=40, max_iters=40,
-                   eval_iters=2, probe_texts=80, pairs=16, select_prompts=2, select_samples=1, report_prompts=3,
+                   eval_iters=2, probe_texts=80, pairs=16, select_pairs=4, select_coeffs=(0.2, 0.4), report_prompts=3,
                    report_samples=2, max_new_tokens=24, val_windows=4)
 
 
@@ -81,6 +81,20 @@ def side_by_side(columns: list[tuple[str, str]], width: int = 38) -> str:
     for i in range(height):
         lines.append(" | ".join((w[i] if i < len(w) else "").ljust(width) for w in wrapped).rstrip())
     return "\n".join(lines)
+
+
+def torch_no_grad_lazy(fn: Callable) -> Callable:
+    """`torch.no_grad()` around `fn`, importing torch only when it runs."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _say(msg: str) -> None:
@@ -148,11 +162,41 @@ def train_demo_model(text: str, plan: DemoPlan, out_dir: Path | None, device: st
     t = time.perf_counter()
     trainer = Trainer(model, data, cfg, out_dir)
     summary = trainer.train()
-    info = {"iters": iters, "seconds": time.perf_counter() - t, "step_seconds": step_s, "val_loss": summary.get("val_loss"),
+    if out_dir is not None and (Path(out_dir) / "best" / "config.json").is_file():
+        model = GPT.load(Path(out_dir) / "best", device=device)  # what `--ckpt RUN` picks up later
+    info = {"iters": iters, "seconds": time.perf_counter() - t, "step_seconds": step_s, "val_loss": summary.get("best_val_loss") or summary.get("val_loss"),
             "train_loss": summary.get("train_loss"), "params": model.num_params(), "tokens": iters * plan.batch_size * plan.block_size,
             "val_text": text[len(text) - int(round(len(text) * 0.1)):]}
     model.eval()
     return model, info
+
+
+@torch_no_grad_lazy
+def sentiment_consistency(model: Any, n_contexts: int = 4) -> dict[str, float]:
+    """Does the model carry a story's sentiment forward? After "The sky was {sky} and he felt ",
+    the probability that the mood word is a positive one (summed over the corpus' mood words,
+    normalised over positive + negative), for positive and for negative sky words. A model that
+    keeps the sentiment gives high / low values; one that does not gives about the same for both,
+    and then no direction can steer what it does not represent."""
+    import torch
+
+    from nanolens.models.sentiment import LEXICON
+
+    def word_prob(ctx: str, word: str) -> float:
+        ids = model.to_tokens(ctx + word)[:, -model.config.block_size:]
+        lp = torch.log_softmax(model(ids)[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0]
+        return float(lp[-len(model.tokenizer.encode(word)):].sum().exp())
+
+    out = {}
+    for label in ("positive", "negative"):
+        values = []
+        for sky in LEXICON["sky"][label][:n_contexts]:
+            ctx = f"One morning, Tom walked to the park. The sky was {sky} and he felt "
+            p = sum(word_prob(ctx, w) for w in LEXICON["mood"]["positive"])
+            n = sum(word_prob(ctx, w) for w in LEXICON["mood"]["negative"])
+            values.append(p / (p + n) if p + n > 0 else 0.5)
+        out[f"p_positive_mood_after_{label}_sky"] = sum(values) / len(values)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +256,7 @@ def reveal_spans(texts: list[str]) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool = False, seed: int = 0,
              train_seconds: float | None = None, iters: int | None = None, device: str = "auto",
-             progress: bool = True, preset: str | None = None) -> dict[str, Any]:
+             progress: bool = True, preset: str | None = None, ckpt: str | Path | None = None) -> dict[str, Any]:
     """The whole story; returns a dict of what it measured (also written to `out/summary.json`)."""
     import numpy as np
     import pandas as pd
@@ -221,7 +265,7 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     from nanolens.models.trainer import resolve_device
     from nanolens.probes import LabelledTexts, format_table as probe_table, plot_probe_layers, probe_layers
 
-    from .evaluate import (best_layers, format_table, markdown_table, plot_layer_heatmap, plot_sentiment_vs_coeff,
+    from .evaluate import (best_margin_layers, format_table, margin_sweep, plot_layer_heatmap, plot_sentiment_vs_coeff,
                            summarize_sweep, sweep)
     from .inspect import cosine_table, format_top_tokens, top_tokens
 
@@ -257,7 +301,7 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
         _say(f"# 1/6 corpus: the embedded sentiment stories, {len(text):,} characters, {len(corpus.stories):,} stories "
              "(each opens with a neutral sentence; its label decides every later word)")
         scorer, stop = "words", "\n"
-        openings = neutral_openings(plan.select_prompts + plan.report_prompts, seed=seed + 1)
+        openings = neutral_openings(plan.report_prompts, seed=seed + 1)
         sample_prompt = openings[0]
     else:
         from nanolens.models.data import load_corpus
@@ -267,20 +311,31 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
             text = text[: plan.corpus_chars]
         _say(f"# 1/6 corpus: tiny Shakespeare, {len(text):,} characters; sentiment labels come from VADER")
         scorer, stop = "vader", "\n\n"
-        openings = _shakespeare_prompts(text, plan.select_prompts + plan.report_prompts, rng)
+        openings = _shakespeare_prompts(text, plan.report_prompts, rng)
         sample_prompt = openings[0]
-    select_prompts, report_prompts = openings[: plan.select_prompts], openings[plan.select_prompts:]
+    room = plan.block_size - 16  # a prompt must leave the context room to continue
+    report_prompts = [o if len(o) < room else o[-room:] for o in openings]
     lap("corpus")
 
     # 2. training -----------------------------------------------------------------------------
-    _say(f"# 2/6 training a {plan.n_layer}-layer, {plan.n_embd}-wide {plan.preset}-preset model (context {plan.block_size}) "
-         + (f"for about {plan.train_seconds:.0f} s" if iters is None and plan.train_seconds > 0 else f"for {iters or plan.max_iters} iterations"))
-    model, train_info = train_demo_model(text, plan, out / "run", device=device, seed=seed, iters=iters,
-                                         progress=progress, sample_prompt=sample_prompt, data_name=data)
-    _say(f"   trained {train_info['iters']} iterations ({train_info['tokens']:,} tokens) in {train_info['seconds']:.0f} s: "
-         f"val loss {train_info['val_loss']:.3f}")
+    if ckpt is not None:
+        model, train_info = _load_demo_model(ckpt, text, device)
+        plan.block_size = model.config.block_size
+        _say(f"# 2/6 using the trained model in {train_info['checkpoint']} (no training): val loss {train_info['val_loss']:.3f}")
+    else:
+        _say(f"# 2/6 training a {plan.n_layer}-layer, {plan.n_embd}-wide {plan.preset}-preset model (context {plan.block_size}) "
+             + (f"for about {plan.train_seconds:.0f} s" if iters is None and plan.train_seconds > 0 else f"for {iters or plan.max_iters} iterations"))
+        model, train_info = train_demo_model(text, plan, out / "run", device=device, seed=seed, iters=iters,
+                                             progress=progress, sample_prompt=sample_prompt, data_name=data)
+        _say(f"   trained {train_info['iters']} iterations ({train_info['tokens']:,} tokens) in {train_info['seconds']:.0f} s: "
+             f"val loss {train_info['val_loss']:.3f}")
     lap("training")
     block = model.config.block_size
+    consistency = sentiment_consistency(model) if data == "sentiment" else {}
+    if consistency:
+        _say(f"   does it carry the sentiment? P(positive mood word) after a positive sky word "
+             f"{consistency['p_positive_mood_after_positive_sky']:.2f}, after a negative one "
+             f"{consistency['p_positive_mood_after_negative_sky']:.2f} (the corpus: 1.00 / 0.00)")
 
     # 3. probes -------------------------------------------------------------------------------
     if data == "sentiment":
@@ -298,7 +353,10 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
         from .directions import sentiment_pairs
 
         pos, neg = sentiment_pairs(plan.pairs, seed=4321 + seed, max_chars=block)
-        contrast, source = SENTIMENT_CONTRAST, f"sentiment_pairs({plan.pairs}): matched story beginnings, read at the end of the first sentiment sentence"
+        contrast = SENTIMENT_CONTRAST
+        source = (f"sentiment_pairs({plan.pairs}): matched story beginnings (one opening, continued positively and "
+                  "negatively), read " + ("as the mean over the sentence that reveals the label" if plan.read == "sentence"
+                                          else "at the last token of the sentence that reveals the label"))
         norm_texts = [corpus.story_text(i)[-block:] for i in range(min(64, len(corpus.stories)))]
     else:
         labels = np.asarray(probe_set.labels)
@@ -319,14 +377,24 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     _say(f"# 4/6 directions at every layer's resid_pre, five ways ({', '.join(vectors)}); saved to {vec_dir}")
     lap("directions")
 
-    # 5. steering: choose layer on one prompt set, report on another ---------------------------
-    c = plan.coeff
-    select = sweep(model, select_prompts, vectors, [-c, -c / 2, c / 2, c], samples_per_prompt=plan.select_samples,
-                   scorer=scorer, max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, seed=seed,
-                   stop=stop, progress=progress)
-    chosen = best_layers(select)
-    report_vectors = {m: {chosen[m]: vectors[m][chosen[m]]} for m in vectors}
-    coeffs = [-2 * c, -c, -c / 2, 0.0, c / 2, c, 2 * c]
+    # 5. steering ------------------------------------------------------------------------------
+    # 5a. each method's layer and the coefficient range, from the teacher-forced margin
+    #     log P(positive continuation) - log P(negative one) on matched pairs no direction was
+    #     found on: deterministic and cheap, so the choice is not made on sampling noise.
+    prefixes, pos_c, neg_c = _selection_pairs(data, plan, model, seed, probe_set if data != "sentiment" else None, rng)
+    grid = sorted({s * c for c in plan.select_coeffs for s in (-1.0, 1.0)})
+    margins = margin_sweep(model, prefixes, pos_c, neg_c, vectors, grid, relative=True, progress=progress)
+    chosen = best_margin_layers(margins, max_nll_shift=plan.max_nll_shift)
+    c_max = _coefficient_range(margins, chosen, plan.select_coeffs, plan.max_nll_shift)
+    swings = {m: _swing(margins, m, chosen[m], plan.max_nll_shift) for m in chosen if m != "random"}
+    lead = max(swings, key=swings.get) if swings else next(iter(chosen))
+    if "random" in vectors and chosen[lead] in vectors["random"]:
+        chosen["random"] = chosen[lead]  # the control at the same layer and coefficients as the strongest method
+    _say(f"# 5/6 layer choice by the log-prob margin on {len(prefixes)} held-out matched pairs: "
+         + ", ".join(f"{m} layer {layer}" for m, layer in chosen.items()) + f"; coefficients up to {c_max:g} x the typical norm")
+    # 5b. sampled continuations of held-out neutral openings at those layers
+    coeffs = [-c_max, -c_max / 2, -c_max / 4, 0.0, c_max / 4, c_max / 2, c_max]
+    report_vectors = {m: {chosen[m]: vectors[m][chosen[m]]} for m in vectors if chosen.get(m) in vectors[m]}
     result, samples = sweep(model, report_prompts, report_vectors, coeffs, samples_per_prompt=plan.report_samples,
                             scorer=scorer, max_new_tokens=plan.max_new_tokens, temperature=plan.temperature,
                             seed=seed + 1, stop=stop, val_text=train_info["val_text"], val_windows=plan.val_windows,
@@ -339,17 +407,18 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     swing = steered.frac_pos_at_pos - steered.frac_pos_at_neg
     best = steered.loc[swing.idxmax()] if len(steered) else summary.iloc[0]
     best_method, best_layer = str(best["method"]), int(best["layer"])
-    plot_sentiment_vs_coeff(result, out / "steering_vs_coeff.png", layers=chosen,
+    plot_sentiment_vs_coeff(result, out / "steering_vs_coeff.png", layers={m: chosen[m] for m in report_vectors},
                             title=f"held-out openings: positive fraction vs coefficient ({scorer} scorer)")
     heatmaps = {}
     for method in vectors:
-        heatmaps[method] = plot_layer_heatmap(select, out / f"heatmap_{method}.png", method, metric="mean_sentiment")
+        heatmaps[method] = plot_layer_heatmap(margins, out / f"heatmap_{method}.png", method, metric="margin_shift",
+                                              title=f"{method}: log-prob margin shift (nats) by layer and coefficient")
     best_vec = vectors[best_method][best_layer]
     tops = top_tokens(model, best_vec, k=8, ln_final=True)
     cos = cosine_table({m: vectors[m][best_layer] for m in vectors if best_layer in vectors[m]}, hook=best_vec.hook)
+    select = margins
     side = _samples_side_by_side(samples, best_method, best_layer, best["neg_coeff"], best["pos_coeff"], k=3)
-    _say(f"# 5/6 steering held-out openings (layer chosen on {len(select_prompts)} other openings; "
-         f"coefficients x the layer's typical residual norm):")
+    _say("   steering held-out neutral openings (coefficients x the layer's typical residual norm):")
     _say(format_table(summary, ["method", "layer", "neg_coeff", "frac_pos_at_neg", "frac_pos_unsteered", "pos_coeff",
                                 "frac_pos_at_pos", "ppl_at_neg", "ppl_unsteered", "ppl_at_pos", "max_move"]))
     _say(f"\nbest: {best_method} at layer {best_layer}. Its direction through the unembedding:\n{format_top_tokens(tops)}")
@@ -360,14 +429,16 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     measured = {
         "data": data, "quick": quick, "seconds": total, "timings": timings,
         "train": {k: v for k, v in train_info.items() if k != "val_text"},
+        "consistency": consistency,
         "best": {"method": best_method, "layer": int(best_layer), "neg_coeff": float(best["neg_coeff"]),
                  "pos_coeff": float(best["pos_coeff"])},
         "summary": json.loads(summary.to_json(orient="records")),
         "chosen_layers": {m: int(v) for m, v in chosen.items()},
+        "coefficients": coeffs,
         "notes": notes,
     }
     _write_report(out, measured, plan, model, probe_df, select, result, summary, cos, tops, side, scorer,
-                  report_prompts, select_prompts, heatmaps, train_info, source, contrast)
+                  report_prompts, len(prefixes), heatmaps, train_info, source, contrast)
     result.to_csv(out / "steering_sweep.csv", index=False)
     select.to_csv(out / "layer_selection.csv", index=False)
     samples.to_csv(out / "steering_samples.csv", index=False)
@@ -376,6 +447,75 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     _say(f"# 6/6 wrote {out / 'report.md'} and its plots in {total:.0f} s "
          f"(training {timings['training']:.0f} s, steering sweeps {timings['steering']:.0f} s)")
     return measured
+
+
+def _load_demo_model(ckpt: str | Path, text: str, device: str) -> tuple[Any, dict[str, Any]]:
+    """A trained checkpoint instead of training (`nanolens demo --ckpt`); its val loss on the
+    corpus' last tenth."""
+    import torch
+
+    from nanolens.models import GPT
+
+    path = _checkpoint(str(ckpt))
+    model = GPT.load(path, device=device).eval()
+    val_text = text[len(text) - int(round(len(text) * 0.1)):]
+    ids = torch.tensor(model.tokenizer.encode(val_text[:200_000]), dtype=torch.long)
+    block = model.config.block_size
+    n = min(64, len(ids) // block)
+    with torch.no_grad():
+        loss = float(model(ids[: n * block].view(n, block).to(model.device), return_type="loss"))
+    info = {"iters": 0, "seconds": 0.0, "step_seconds": None, "val_loss": loss, "train_loss": None,
+            "params": model.num_params(), "tokens": 0, "val_text": val_text, "checkpoint": str(path)}
+    return model, info
+
+
+def _selection_pairs(data: str, plan: DemoPlan, model: Any, seed: int, probe_set: Any, rng: Any) -> tuple[list[str], list[str], list[str]]:
+    """(prefixes, positive continuations, negative continuations) for choosing layers: matched
+    story beginnings from another seed than the directions' (sentiment), or speaker headers
+    with VADER-positive / negative lines (Shakespeare)."""
+    block = model.config.block_size
+    if data == "sentiment":
+        from nanolens.models.sentiment import story_prefix_to_decision
+
+        from .directions import sentiment_pairs
+
+        pos, neg = sentiment_pairs(plan.select_pairs, seed=9876 + seed)
+        prefixes, pc, nc = [], [], []
+        for p, q in zip(pos, neg):
+            cut = story_prefix_to_decision(p)
+            prefixes.append(p[:cut][-(block // 2):])
+            pc.append(p[cut:])
+            nc.append(q[cut:])
+        return prefixes, pc, nc
+    labels = [str(y) for y in probe_set.labels]
+    pos = [t for t, y in zip(probe_set.texts, labels) if y == "positive"]
+    neg = [t for t, y in zip(probe_set.texts, labels) if y == "negative"]
+    k = min(plan.select_pairs, len(pos), len(neg))
+    return ["\n"] * k, [" " + t[: block // 2] for t in pos[-k:]], [" " + t[: block // 2] for t in neg[-k:]]
+
+
+def _swing(margins: Any, method: str, layer: Any, max_nll_shift: float) -> float:
+    t = margins[(margins.method == method) & (margins.layer.astype(str) == str(layer))].sort_values("coeff")
+    ok = t[t.nll_shift <= max_nll_shift]
+    t = ok if len(ok) >= 2 else t
+    return float(t.margin.iloc[-1] - t.margin.iloc[0]) if len(t) else 0.0
+
+
+def _coefficient_range(margins: Any, chosen: dict, coeffs: tuple, max_nll_shift: float) -> float:
+    """The largest coefficient whose NLL rise (the median over the methods at their chosen
+    layers, the worse of the two signs) stays within `max_nll_shift`."""
+    import numpy as np
+
+    best = min(coeffs)
+    for c in sorted(coeffs):
+        rises = []
+        for method, layer in chosen.items():
+            rows = margins[(margins.method == method) & (margins.layer.astype(str) == str(layer)) & (margins.coeff.abs() == c)]
+            if len(rows):
+                rises.append(float(rows.nll_shift.max()))
+        if rises and float(np.median(rises)) <= max_nll_shift:
+            best = c
+    return best
 
 
 def _shakespeare_prompts(text: str, n: int, rng: Any) -> list[str]:
@@ -411,7 +551,7 @@ def _samples_side_by_side(samples: Any, method: str, layer: Any, neg: float, pos
 
 def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_df: Any, select: Any, result: Any,
                   summary: Any, cos: Any, tops: Any, side: str, scorer: str, report_prompts: list[str],
-                  select_prompts: list[str], heatmaps: dict, train_info: dict, source: str, contrast: tuple[str, str]) -> None:
+                  n_select: int, heatmaps: dict, train_info: dict, source: str, contrast: tuple[str, str]) -> None:
     from .evaluate import markdown_table
     from .inspect import format_top_tokens
 
@@ -422,16 +562,30 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
     probe_cols = [c for c in ("layer", "hook", "accuracy", "control_accuracy", "selectivity") if c in probe_df.columns]
     sweep_cols = ["method", "layer", "coeff", "mean_sentiment", "frac_positive", "frac_negative", "wrong_way",
                   "perplexity", "val_loss_rise"]
+    chosen = measured["chosen_layers"]
+    import numpy as np
+
+    keep = np.array([m == "unsteered" or str(layer) == str(chosen.get(m)) for m, layer in zip(select.method, select.layer)])
+    at_chosen = select[keep]
     lines = [
         "# nanolens demo report", "",
         f"Data: **{measured['data']}**{' (quick mode)' if measured['quick'] else ''}. Total wall time: "
         f"**{measured['seconds']:.0f} s** (" + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k != "total") + ").", "",
         "## Model and training", "",
         f"{model.config.preset} preset, {model.config.n_layer} layers, d_model {model.config.n_embd}, {model.config.n_head} heads, context "
-        f"{model.config.block_size}, {train_info['params']:,} parameters. Trained {train_info['iters']} iterations "
-        f"({train_info['tokens']:,} tokens, batch {plan.batch_size}) in {train_info['seconds']:.0f} s; final val loss "
-        f"{train_info['val_loss']:.3f}. Checkpoints: `{out / 'run'}` (last/ is the model steered here).", "",
-        "![loss curve](run/loss_curve.png)", "",
+        f"{model.config.block_size}, {train_info['params']:,} parameters. "
+        + (f"Loaded from `{train_info['checkpoint']}` (`--ckpt`; not trained by this run); val loss on the corpus' last tenth "
+           f"{train_info['val_loss']:.3f}." if train_info.get("checkpoint") else
+           f"Trained {train_info['iters']} iterations ({train_info['tokens']:,} tokens, batch {plan.batch_size}) in "
+           f"{train_info['seconds']:.0f} s; best val loss {train_info['val_loss']:.3f} (best/, the checkpoint analysed here). "
+           f"Checkpoints: `{out / 'run'}`."), "",
+        *(["![loss curve](run/loss_curve.png)", ""] if not train_info.get("checkpoint") else []),
+        *([f"Does the model carry a story's sentiment forward? After \"The sky was <sky word> and he felt \", the "
+           f"probability that the mood word is positive is **{measured['consistency']['p_positive_mood_after_positive_sky']:.2f}** "
+           f"after a positive sky word and **{measured['consistency']['p_positive_mood_after_negative_sky']:.2f}** after a "
+           "negative one (in the corpus: 1.00 and 0.00). Steering can only move what the model represents: when these two "
+           "numbers are close, the model has not yet learned to keep the sentiment, and no direction will steer it much "
+           "(train longer: `--train-seconds`).", ""] if measured.get("consistency") else []),
         "## Probes: where is the sentiment?", "",
         "A logistic-regression probe on the residual stream entering each block (resid_pre; `embed` = layer 0's input), "
         "read at the end of the first sentence that reveals a story's label, scored on held-out stories, against a "
@@ -449,8 +603,9 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         "(the characters it promotes and demotes):", "", "```", format_top_tokens(tops), "```", "",
         "## Steering held-out openings", "",
         f"Prompts: neutral story openings held out from the corpus (never in the training text, and not used to find "
-        f"any direction). Each method's layer was chosen on {len(select_prompts)} openings; the table reports "
-        f"{len(report_prompts)} *other* openings x {plan.report_samples} samples each, {plan.max_new_tokens} new "
+        f"any direction). Each method's layer and the coefficient range were chosen beforehand on {n_select} other "
+        "matched pairs (below); the table reports "
+        f"{len(report_prompts)} openings x {plan.report_samples} samples each, {plan.max_new_tokens} new "
         f"characters at temperature {plan.temperature}, cut at the end of the story, scored with the `{scorer}` "
         "scorer. Coefficients are in units of the layer's typical residual-stream norm (relative), added at every "
         "position (prompt and generated). `frac_pos_*` is the share of continuations scored positive at the "
@@ -463,14 +618,22 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         f"{best['pos_coeff']:+g}).", "",
         "![steering vs coefficient](steering_vs_coeff.png)", "",
         "All settings (report prompts):", "", markdown_table(result, sweep_cols), "",
-        "### Layer selection (the other openings)", "",
-        "Mean sentiment by layer and coefficient for each method:", "",
+        "### Choosing the layer and the coefficients", "",
+        f"On {n_select} matched pairs (a story opening, continued once positively and once negatively; never used to find a "
+        "direction), the margin log P(positive continuation) - log P(negative continuation) in nats, for every method, layer "
+        "and coefficient, without sampling. `margin_shift` is its change from the unsteered model, `nll_shift` the rise of the "
+        f"continuations' per-token NLL. Each method's layer is the one with the widest margin swing among coefficients costing "
+        f"at most {plan.max_nll_shift} nats per token; the coefficient range is the largest whose median cost stays within it "
+        f"(here {max(measured['coefficients']):g}). The random control is evaluated at the layer of the method with the widest "
+        "swing. At the chosen layers:", "",
+        markdown_table(at_chosen, ["method", "layer", "coeff", "margin", "margin_shift", "nll_shift"]), "",
+        "Margin shift by layer and coefficient for each method:", "",
         *[f"![{m}]({p.name})" for m, p in heatmaps.items()], "",
         "### Samples", "", "```", side, "```", "",
         "## Reproduce", "",
         "```", f"nanolens demo --out {out}" + (" --quick" if measured["quick"] else "") +
         (f" --data {measured['data']}" if measured["data"] != "sentiment" else ""),
-        f"nanolens steer --ckpt {out / 'run' / 'last'} --method mean-diff --dataset {measured['data']} --layer "
+        f"nanolens steer --ckpt {out / 'run'} --method mean-diff --dataset {measured['data']} --layer "
         f"{best['layer']} --coeff {best['pos_coeff']:g} --relative", "```", "",
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
@@ -631,11 +794,12 @@ def _default_prompts(model: Any, args: argparse.Namespace) -> list[str]:
     if model.config.extra.get("data") == "sentiment" or args.dataset == "sentiment":
         from nanolens.models.sentiment import neutral_openings
 
-        return neutral_openings(3, seed=args.seed)
+        block = model.config.block_size
+        return [o if len(o) < block - 16 else o[-(block - 16):] for o in neutral_openings(3, seed=args.seed)]
     return ["\n"]
 
 
 def demo_command(args: argparse.Namespace) -> int:
     run_demo(out=args.out, data=args.data, quick=args.quick, seed=args.seed, train_seconds=args.train_seconds,
-             iters=args.iters, device=args.device, progress=not args.quiet, preset=args.preset)
+             iters=args.iters, device=args.device, progress=not args.quiet, preset=args.preset, ckpt=args.ckpt)
     return 0

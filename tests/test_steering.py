@@ -661,3 +661,28 @@ def test_direction_across_checkpoints(model, tmp_path):
     assert list(table.columns) == ["checkpoint", "norm", "cosine_to_reference"]
     assert table.cosine_to_reference.iloc[-1] == pytest.approx(1.0) and 0.9 < table.cosine_to_reference.iloc[0] <= 1.0
     assert vectors[0].model["weights_hash"] != vectors[1].model["weights_hash"]
+
+
+@pytest.mark.slow
+def test_the_steering_notebook_executes(tmp_path, monkeypatch):
+    """notebooks/03_steering.ipynb top to bottom on a tiny model (NANOLENS_NOTEBOOK_QUICK=1)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "03_steering.ipynb"
+    monkeypatch.setenv("NANOLENS_NOTEBOOK_QUICK", "1")
+    monkeypatch.delenv("NANOLENS_CKPT", raising=False)
+    monkeypatch.setenv("NANOLENS_NOTEBOOK_RUN", str(tmp_path / "run"))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert [o for o in outputs if "image/png" in o.get("data", {})], "the notebook should draw its plots"
+    text = "".join(o.get("text", "") for o in outputs)
+    assert text.count("identical with/without cache: True") == 4 and "frac_positive" in text
+    assert "out of range" in text and "did you mean" in text and "check_model=False" in text
