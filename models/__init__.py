@@ -6,8 +6,7 @@ transformer-lens (this keeps `nanolens --help` fast).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nanolens._lazy import lazy_exports
 
 _EXPORTS = {
     "GPT": "gpt", "HookNameError": "gpt",
@@ -22,14 +21,4 @@ _EXPORTS = {
     "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

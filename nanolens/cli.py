@@ -25,15 +25,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 def pick_device(name: str = "auto") -> str:
     """`auto` picks cuda, then mps, then cpu; any other name is used as given."""
-    import torch
+    from nanolens.models.trainer import resolve_device
 
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    return resolve_device(name)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -346,7 +340,8 @@ def _add_steer_parsers(sub) -> None:
     p.add_argument("--save", default=None, metavar="PATH", help="save the vector as PATH.safetensors + PATH.json")
     p.add_argument("--any-model", action="store_true", help="allow a vector computed on other weights (same width)")
     p.add_argument("--sweep", action="store_true", help="generate at several --coeffs (and --layers), write a table and plots")
-    p.add_argument("--coeffs", default="-8,-4,0,4,8", help="sweep: comma-separated coefficients")
+    p.add_argument("--coeffs", default="-8,-4,0,4,8",
+                   help="sweep: comma-separated coefficients (with a leading minus write --coeffs=-8,-4,0,4,8)")
     p.add_argument("--layers", default=None, help="sweep: comma-separated layers (default --layer)")
     p.add_argument("--scorer", default=None, choices=("words", "vader"), help="sweep: sentiment scorer (default words for sentiment models, else vader)")
     p.add_argument("--out", default=None, help="sweep: output folder (default RUN/steering)")

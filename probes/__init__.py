@@ -8,8 +8,7 @@ scikit-learn until a name that needs them is touched).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nanolens._lazy import lazy_exports
 
 _EXPORTS = {
     "Activations": "activations", "extract_activations": "activations", "resolve_hooks": "activations",
@@ -19,14 +18,4 @@ _EXPORTS = {
     "layer_hooks": "sweep", "format_table": "sweep",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -11,8 +11,7 @@ Names are imported on first use, so `import nanolens.steering` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nanolens._lazy import lazy_exports
 
 _EXPORTS = {
     "SteeringVector": "vector", "SteeringError": "vector", "model_fingerprint": "vector",
@@ -29,14 +28,4 @@ _EXPORTS = {
     "summarize_sweep": "evaluate", "continuation_perplexity": "evaluate", "val_loss_rise": "evaluate",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

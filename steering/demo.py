@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import textwrap
 import time
@@ -50,7 +49,7 @@ class DemoPlan:
     eval_iters: int = 10
     probe_texts: int = 600
     pairs: int = 128
-    select_pairs: int = 16
+    select_pairs: int = 12
     select_coeffs: tuple = (0.1, 0.2, 0.4, 0.8)  # relative coefficients tried for the layer choice
     max_nll_shift: float = 0.3  # nats per token the chosen coefficients may cost (median over methods)
     report_prompts: int = 16
@@ -259,7 +258,6 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
              progress: bool = True, preset: str | None = None, ckpt: str | Path | None = None) -> dict[str, Any]:
     """The whole story; returns a dict of what it measured (also written to `out/summary.json`)."""
     import numpy as np
-    import pandas as pd
     import torch
 
     from nanolens.models.trainer import resolve_device
