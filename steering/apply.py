@@ -116,7 +116,18 @@ class _Step:
     prompt_len: int | None = None  # None: every position is prompt
 
 
-class Steering:
+class _Reported:
+    """What the last application touched, shared by both kinds of steering."""
+
+    last_report: SteeringReport | None
+
+    def report(self) -> SteeringReport:
+        if self.last_report is None:
+            raise SteeringError("this steering has not been applied yet")
+        return self.last_report
+
+
+class Steering(_Reported):
     """A steering setting: vectors with coefficients, positions and units.
 
     `vectors`: a SteeringVector, or a list of vectors / (vector, coeff) pairs (several vectors
@@ -196,13 +207,9 @@ class Steering:
             self.last_report = report
             yield self
 
-    def report(self) -> SteeringReport:
-        if self.last_report is None:
-            raise SteeringError("this steering has not been applied yet")
-        return self.last_report
 
 
-class RowSteering:
+class RowSteering(_Reported):
     """A different steering per batch row, in one forward pass (what `sweep` uses to run every
     setting of a sweep in one batch): `rows[i]` is a `Steering` or None (row i unsteered).
     All rows share one position mode. Applied like a Steering (`steer(model, row_steering)`)."""
@@ -247,10 +254,6 @@ class RowSteering:
             self.last_report = report
             yield self
 
-    def report(self) -> SteeringReport:
-        if self.last_report is None:
-            raise SteeringError("this steering has not been applied yet")
-        return self.last_report
 
 
 # ---------------------------------------------------------------------------------------------
