@@ -19,6 +19,9 @@ _EXPORTS = {
     "TokenData": "batches", "DataError": "batches",
     "Trainer": "trainer", "TrainConfig": "trainer", "StopTraining": "trainer",
     "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
+    "Template": "finetune_data", "FinetuneDataError": "finetune_data", "SFTData": "finetune_data",
+    "sft": "finetune", "RewardModel": "reward", "train_reward_model": "reward", "PPOConfig": "ppo", "PPOTrainer": "ppo",
+    "train_dpo": "dpo", "evaluate_policy": "finetune_eval", "run_comparison": "finetune_eval",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

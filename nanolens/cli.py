@@ -372,6 +372,68 @@ def _add_steer_parsers(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from nanolens.models.finetune_cli import finetune_command
+
+    return finetune_command(args)
+
+
+def _add_finetune_parsers(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a trained model: sft, reward model, ppo, dpo, and compare them with steering")
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+
+    def stage(name: str, help: str, data: str | None = None) -> argparse.ArgumentParser:
+        s = stages.add_parser(name, help=help)
+        s.add_argument("--ckpt", required=name not in ("sft",), help="the model to start from: checkpoint or run directory")
+        s.add_argument("--out", required=True, help="run directory to write")
+        if data:
+            s.add_argument("--data", default=None, help=f"{data} (default: the embedded sentiment task)")
+            s.add_argument("--n-pairs", type=int, default=2000, help="pairs of the embedded task")
+        if name != "compare":
+            s.add_argument("--template", default=None,
+                           help="chat ('{prompt}\\n{response}\\n\\n'), raw ('{prompt}{response}\\n\\n'), or your own with "
+                                "{prompt} and {response} (default: sft chat, others the starting model's own)")
+        s.add_argument("--seed", type=int, default=None)
+        s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+        s.add_argument("--quiet", action="store_true", help="no progress bars or samples")
+        s.set_defaults(func=cmd_finetune)
+        return s
+
+    def train_flags(s: argparse.ArgumentParser) -> None:
+        g = s.add_argument_group("training (TrainConfig fields)")
+        for flag, kind in (("--max-iters", int), ("--batch-size", int), ("--lr", float), ("--min-lr", float),
+                           ("--warmup-iters", int), ("--eval-interval", int), ("--eval-iters", int), ("--log-interval", int),
+                           ("--sample-interval", int), ("--val-fraction", float)):
+            g.add_argument(flag, type=kind, default=None)
+
+    s = stage("sft", "supervised fine-tuning on prompt/response pairs, loss on the responses", "JSONL of {prompt, response}")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train_flags(s)
+    s = stage("reward", "train a reward model on preference pairs (Bradley-Terry)", "JSONL of {prompt, chosen, rejected}")
+    train_flags(s)
+    s = stage("dpo", "direct preference optimisation on preference pairs", "JSONL of {prompt, chosen, rejected}")
+    s.add_argument("--beta", type=float, default=0.1, help="DPO's beta (larger: stay closer to the reference)")
+    train_flags(s)
+    s = stage("ppo", "PPO against a reward model (or the word-count sentiment scorer) with a KL penalty")
+    s.add_argument("--reward", default="words", help="a reward model directory (nanolens finetune reward), or words")
+    s.add_argument("--prompts", default=None, help="JSONL of {prompt} (default: the embedded story openings)")
+    s.add_argument("--n-prompts", type=int, default=512, help="embedded prompts to draw rollouts from")
+    g = s.add_argument_group("PPO (PPOConfig fields)")
+    for flag, kind in (("--steps", int), ("--prompts-per-step", int), ("--samples-per-prompt", int), ("--max-new-tokens", int),
+                       ("--kl-coef", float), ("--lr", float), ("--ppo-epochs", int), ("--minibatch-size", int),
+                       ("--temperature", float), ("--lam", float)):
+        g.add_argument(flag, type=kind, default=None)
+    s = stage("compare", "one table on held-out prompts: base, steered, SFT, PPO, DPO (trains the stages not given)")
+    for name in ("sft", "reward", "ppo", "dpo"):
+        s.add_argument(f"--{name}", default=None, metavar="DIR", help=f"a finished {name} run (default: train one into OUT/{name})")
+    s.add_argument("--steering", default="auto", help="auto (mean difference, chosen on other openings), a `nanolens demo` "
+                                                       "output directory (its best method), or none")
+    s.add_argument("--prompts", type=int, default=None, help="held-out openings in the table (default 24)")
+    s.add_argument("--samples", type=int, default=None, help="samples per opening (default 4)")
+    s.add_argument("--max-new-tokens", type=int, default=None)
+    s.add_argument("--quick", action="store_true", help="tiny budgets (seconds; what the tests run)")
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from nanolens.models.presets import LADDER
 
@@ -438,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explore)
 
     _add_steer_parsers(sub)
+    _add_finetune_parsers(sub)
 
     p = sub.add_parser("presets", help="list the simple-to-complex ladder of model presets")
     p.set_defaults(func=cmd_presets)
