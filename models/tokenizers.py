@@ -66,6 +66,10 @@ class CharTokenizer:
     def id_to_str(self, i: int) -> str:
         return self.chars[i]
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """The (start, end) character span of each token of `text`: one character each."""
+        return [(i, i + 1) for i in range(len(text))]
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "chars": self.chars, "unknown": self.unknown}
 
@@ -136,6 +140,11 @@ class BPETokenizer:
     def id_to_str(self, i: int) -> str:
         return self.decode([i])
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """The (start, end) character span of each token of `text` (a merged token's leading
+        space belongs to it)."""
+        return [tuple(o) for o in self._tok.encode(text, add_special_tokens=False).offsets]
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "tokenizer": json.loads(self._tok.to_str())}
 
@@ -181,6 +190,17 @@ def build_tokenizer(kind: str, text: str, vocab_size: int | None = None, *, unkn
             raise ValueError("byte-level BPE has no unknown characters; drop unknown= (it is for kind='char')")
         return BPETokenizer.train(text, DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size)
     raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds: {', '.join(TOKENIZERS)}")
+
+
+def char_span_to_tokens(tokenizer, text: str, start: int, end: int) -> tuple[int, int]:
+    """The token span (start, end; end exclusive) of `text` covering characters `start:end`,
+    so positions found in characters (e.g. a story's reveal sentence) read the right tokens
+    under any tokenizer."""
+    spans = tokenizer.offsets(text)
+    inside = [i for i, (a, b) in enumerate(spans) if a < end and b > start]
+    if not inside:
+        raise ValueError(f"characters {start}:{end} hold no token of a {len(text)}-character text")
+    return inside[0], inside[-1] + 1
 
 
 def load_tokenizer(path: str | Path):

@@ -98,7 +98,7 @@ from nanolens.steering.demo import reveal_spans
 pos, neg = sentiment_pairs(32 if QUICK else 256, max_chars=block)
 print("positive:", repr(pos[0][-70:]))
 print("negative:", repr(neg[0][-70:]))
-read = reveal_spans(pos) + reveal_spans(neg)       # the mean over each text's last sentence
+read = reveal_spans(pos, model.tokenizer) + reveal_spans(neg, model.tokenizer)       # the mean over each text's last sentence
 
 hook = hook_name(model, LAYER)
 acts = extract_activations(model, pos + neg, hooks=[hook], positions=read, progress=False)

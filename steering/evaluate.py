@@ -410,15 +410,17 @@ def margin_sweep(
     return df
 
 
-def best_margin_layers(df: Any, max_nll_shift: float = 0.5) -> dict[str, Any]:
+def best_margin_layers(df: Any, max_nll_shift: float = 0.5, layers: Sequence[Any] | None = None) -> dict[str, Any]:
     """Each method's layer with the widest margin swing (value at the largest coefficient minus
     at the most negative one), among settings whose NLL rose by at most `max_nll_shift` nats
-    per token (all layers if none qualifies)."""
+    per token (all coefficients if fewer than two qualify). `layers`: the candidates (default
+    every layer of the sweep)."""
     out = {}
     for method in [m for m in df.method.unique() if m != "unsteered"]:
         rows = df[df.method == method]
         best, best_swing = None, None
-        for layer in rows.layer.unique():
+        candidates = [layer for layer in rows.layer.unique() if layers is None or str(layer) in {str(x) for x in layers}]
+        for layer in candidates or rows.layer.unique():
             t = rows[rows.layer.astype(str) == str(layer)].sort_values("coeff")
             ok = t[t.nll_shift <= max_nll_shift]
             t = ok if len(ok) >= 2 else t

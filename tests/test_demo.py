@@ -63,3 +63,38 @@ def test_demo_rejects_unknown_data(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--data", "wikipedia", "--out", str(tmp_path)])
     assert "invalid choice" in capsys.readouterr().err
+
+
+SHAKESPEARE = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"tiny Shakespeare is not at {SHAKESPEARE}")
+def test_demo_quick_on_shakespeare_scores_with_vader(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOLENS_DATA", str(SHAKESPEARE))
+    before = torch.get_num_threads()
+    try:
+        rc = main(["demo", "--quick", "--data", "shakespeare", "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    finally:
+        torch.set_num_threads(before)
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    methods = {row["method"] for row in summary["summary"]}
+    assert {"mean_difference", "pca", "random"} <= methods, (methods, summary["notes"])  # read as the mean over each line
+    assert "vader" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_random_draws_pool_into_one_control_row():
+    import pandas as pd
+
+    from nanolens.steering.demo import pool_random_draws
+
+    rows = [("unsteered", "-", 0.0, 0.5, 4)]
+    rows += [(m, 1, c, f, 4) for m, fs in (("random", (0.4, 0.6)), ("random_2", (0.6, 0.8)), ("random_3", (0.5, 0.7)))
+             for c, f in zip((-1.0, 1.0), fs)]
+    rows += [("mean_difference", 1, -1.0, 0.0, 4), ("mean_difference", 1, 1.0, 1.0, 4)]
+    df = pd.DataFrame(rows, columns=["method", "layer", "coeff", "frac_positive", "n"])
+    pooled = pool_random_draws(df)
+    control = pooled[pooled.method == "random"].sort_values("coeff")
+    assert list(control.frac_positive.round(6)) == [0.5, 0.7] and list(control.n) == [12, 12]
+    assert set(pooled.method) == {"unsteered", "random", "mean_difference"} and pooled.attrs["random_draws"] == 3
