@@ -283,6 +283,14 @@ def compare(base: "GPT", runs: Mapping[str, str | Path], *, plan: ComparePlan | 
     return table[TABLE_COLUMNS], pd.DataFrame(samples)
 
 
+def _display(table: Any) -> Any:
+    """The table as printed: token counts as whole numbers, '-' where none was counted."""
+    shown = table.copy()
+    shown["tokens"] = [f"{int(t):,}" if t == t and t is not None else "-" for t in table["tokens"]]
+    shown["seconds"] = [f"{float(t):.0f}" for t in table["seconds"]]
+    return shown
+
+
 def write_comparison(table: Any, samples: Any, out: str | Path, notes: Sequence[str] = ()) -> Path:
     """comparison.md (the table, how it was measured, a sample per method), .csv, _samples.csv."""
     from nanolens.steering.evaluate import markdown_table
@@ -300,7 +308,7 @@ def write_comparison(table: Any, samples: Any, out: str | Path, notes: Sequence[
         "`follow_rate`: non-empty responses that end with the end marker; `perplexity`: of the responses under the base model, "
         "as continuations of the bare opening; `nll_rise`: its log over the base row's (nats per token); `seconds` / `tokens`: "
         "compute spent on top of the base model (token positions through forward passes; PPO includes its reward model).", "",
-        markdown_table(table, TABLE_COLUMNS), "", *[f"- {n}" for n in notes], "", "## One sample per method", "",
+        markdown_table(_display(table), TABLE_COLUMNS), "", *[f"- {n}" for n in notes], "", "## One sample per method", "",
     ]
     for method in dict.fromkeys(samples.method):
         s = samples[samples.method == method].iloc[0]

@@ -677,8 +677,10 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
            "(train longer: `--train-seconds`).", ""] if measured.get("consistency") else []),
         "## Probes: where is the sentiment?", "",
         "A logistic-regression probe on the residual stream entering each block (resid_pre; `embed` = layer 0's input), "
-        "read at the end of the first sentence that reveals a story's label, scored on held-out stories, against a "
-        "shuffled-label control.", "",
+        ("read at the end of the first sentence that reveals a story's label, scored on held-out stories, against a "
+         "shuffled-label control." if measured["data"] == "sentiment" else
+         "read at the last character of each VADER-labelled line, scored on held-out lines, against a shuffled-label "
+         "control."), "",
         markdown_table(probe_df, probe_cols), "", "![probe accuracy](probe_accuracy.png)", "",
         "## Directions", "",
         f"Five ways at every layer's resid_pre: **contrast_pair** (ActAdd, one pair: {contrast[0]!r} vs {contrast[1]!r}, "
@@ -689,13 +691,13 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         *([f"Not found: {'; '.join(measured['notes'])}.", ""] if measured.get("notes") else []),
         f"Cosine similarity at layer {best['layer']}:", "", markdown_table(cos.reset_index().rename(columns={"index": "vs"})), "",
         f"The best direction ({best['method']}, layer {best['layer']}) read through ln_final and the unembedding "
-        "(the characters it promotes and demotes):", "", "```", format_top_tokens(tops), "```", "",
+        "(the tokens it promotes and demotes):", "", "```", format_top_tokens(tops), "```", "",
         "## Steering held-out openings", "",
         f"Prompts: neutral story openings held out from the corpus (never in the training text, and not used to find "
         f"any direction). Each method's layer and the coefficient range were chosen beforehand on {n_select} other "
         "matched pairs (below); the table reports "
         f"{len(report_prompts)} openings x {plan.report_samples} samples each, {plan.max_new_tokens} new "
-        f"characters at temperature {plan.temperature}, cut at the end of the story, scored with the `{scorer}` "
+        f"tokens at temperature {plan.temperature}, cut at the end of the story, scored with the `{scorer}` "
         "scorer. Coefficients are in units of the layer's typical residual-stream norm (relative), added at every "
         "position (prompt and generated). `frac_pos_*` is the share of continuations scored positive at the "
         "chosen negative coefficient / unsteered / the chosen positive coefficient (the smallest reaching <= 10% / "
