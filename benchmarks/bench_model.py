@@ -14,6 +14,8 @@ Rows (every number is measured in this run, on this machine):
    whole context every step (nanoGPT's way: `use_kv_cache=False`).
 3. `run_with_cache` restricted to the residual stream (`hook_resid_pre/mid/post`) against a plain
    forward on the same batch, both under `torch.no_grad()`.
+4. Row 2's cached decode with a steering vector added to the middle layer's residual stream at
+   every position (`generate(..., steering=...)`), against the same decode unsteered.
 
 Noise control: the two sides of a row are timed in alternating order (A B, B A, A B, ...) over
 several rounds after a warm-up, and a row's ratio is the median of the per-round ratios, so load
@@ -231,6 +233,38 @@ def bench_decode(args: argparse.Namespace) -> Row:
     )
 
 
+def bench_steering(args: argparse.Namespace) -> Row:
+    """Row 4: the same greedy KV-cache decode as row 2, with a steering vector added to one
+    layer's residual stream at every position, against the unsteered decode."""
+    from nanolens.steering import Steering, random_direction
+
+    torch.manual_seed(0)
+    config = preset_config(
+        "gpt2", block_size=args.decode_block, n_layer=args.decode_n_layer, n_embd=args.decode_n_embd, vocab_size=65, dropout=0.0
+    )
+    model = GPT(config).eval()
+    layer = config.n_layer // 2
+    steering = Steering(random_direction(config.n_embd, norm=1.0, layer=layer, model=model, seed=0), coeff=0.5)
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    n = args.decode_tokens
+    sides = [Side(lambda: model.generate(prompt, n, temperature=0, steering=steering)),
+             Side(lambda: model.generate(prompt, n, temperature=0))]
+    for _ in range(args.warmup):
+        for side in sides:
+            side.run()
+    t_steered, t_plain = interleaved(*sides, rounds=args.decode_rounds)
+    ratios = paired_ratios(t_plain, t_steered)  # steered speed relative to plain
+    return Row(
+        what=f"decode tok/s with a steering vector at layer {layer} (every position, KV cache), {n} new tokens, same "
+        "model as row 2, vs unsteered",
+        ours=f"{n / statistics.median(t_steered):,.1f}",
+        reference=f"{n / statistics.median(t_plain):,.1f}",
+        ratio_text=ratio_text(ratios),
+        goal=">= 0.95 (steering adds <= 5%)",
+        met=statistics.median(ratios) >= 0.95,
+    )
+
+
 @torch.no_grad()
 def bare_generate(model: GPT, prompt: torch.Tensor, n: int, use_cache: bool) -> torch.Tensor:
     """Greedy decoding of a `gpt2`-preset model (learned positions, pre-LayerNorm, GELU, tied
@@ -386,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in head:
         print(line, flush=True)
     rows = []
-    for name, bench in (("training step", bench_train), ("decode", bench_decode), ("run_with_cache", bench_cache)):
+    for name, bench in (("training step", bench_train), ("decode", bench_decode), ("run_with_cache", bench_cache),
+                        ("steered decode", bench_steering)):
         print(f"... {name}", file=sys.stderr, flush=True)
         rows.append(bench(args))
     lines = table(rows) + ([""] + args.notes if args.notes else [])

@@ -423,7 +423,9 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     _say(f"# 5/6 layer choice by the log-prob margin on {len(prefixes)} held-out matched pairs: "
          + ", ".join(f"{m} layer {layer}" for m, layer in chosen.items()) + f"; coefficients up to {c_max:g} x the typical norm")
     # 5b. sampled continuations of held-out neutral openings at those layers
-    coeffs = [-c_max, -c_max / 2, -c_max / 4, 0.0, c_max / 4, c_max / 2, c_max]
+    # up to twice the range: the teacher-forced cost is a cautious proxy, and the table should
+    # show where sampled text reaches the target and where it breaks
+    coeffs = [c_max * f for f in (-2.0, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0)]
     report_vectors = {m: {chosen[m]: vectors[m][chosen[m]]} for m in vectors if chosen.get(m) in vectors[m]}
     report_vectors.update(_more_random_draws(report_vectors, plan.random_draws))
     result, samples = sweep(model, report_prompts, report_vectors, coeffs, samples_per_prompt=plan.report_samples,
@@ -677,7 +679,7 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
            "(train longer: `--train-seconds`).", ""] if measured.get("consistency") else []),
         "## Probes: where is the sentiment?", "",
         "A logistic-regression probe on the residual stream entering each block (resid_pre; `embed` = layer 0's input), "
-        ("read at the end of the first sentence that reveals a story's label, scored on held-out stories, against a "
+        + ("read at the end of the first sentence that reveals a story's label, scored on held-out stories, against a "
          "shuffled-label control." if measured["data"] == "sentiment" else
          "read at the last character of each VADER-labelled line, scored on held-out lines, against a shuffled-label "
          "control."), "",
@@ -718,8 +720,9 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         "and coefficient, without sampling. `margin_shift` is its change from the unsteered model, `nll_shift` the rise of the "
         f"continuations' per-token NLL. Each method's layer is the one with the widest margin swing among coefficients costing "
         f"at most {plan.max_nll_shift} nats per token; the coefficient range is the largest whose median cost stays within it "
-        f"(here {max(measured['coefficients']):g}). The random control is evaluated at the layer of the method with the widest "
-        "swing. At the chosen layers:", "",
+        f"(here {max(measured['coefficients']) / 2:g}); the sampled sweep goes to twice that ({max(measured['coefficients']):g}), "
+        "since the teacher-forced cost is a cautious proxy. Candidate layers are the middle ones (`middle_layers`). The random "
+        "control is evaluated at the layer of the method with the widest swing. At the chosen layers:", "",
         markdown_table(at_chosen, ["method", "layer", "coeff", "margin", "margin_shift", "nll_shift"]), "",
         "Margin shift by layer and coefficient for each method:", "",
         *[f"![{m}]({p.name})" for m, p in heatmaps.items()], "",
