@@ -20,10 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from .config import GPTConfig
-from .hooks import is_observed
+from .hooks import Dropout, FastCall, HookPoint, Linear, is_observed
 from .positional import build_positional
 from .registry import Registry
 
@@ -81,7 +80,7 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> Tensor:
 
 
 @ATTENTION.register("multi_head")
-class Attention(nn.Module):
+class Attention(FastCall):
     """Causal multi-head attention with `n_kv_head` key/value heads shared by groups of queries
     (`n_kv_head == n_head`: multi-head; `1`: multi-query; in between: grouped-query)."""
 
@@ -91,10 +90,10 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.d_head = cfg.n_head, cfg.kv_heads, cfg.d_head
         self.group = self.n_heads // self.n_kv_heads
         q_width, kv_width = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
-        self.qkv = nn.Linear(cfg.n_embd, q_width + 2 * kv_width, bias=cfg.bias)
-        self.out = nn.Linear(q_width, cfg.n_embd, bias=cfg.bias)
+        self.qkv = Linear(cfg.n_embd, q_width + 2 * kv_width, bias=cfg.bias)
+        self.out = Linear(q_width, cfg.n_embd, bias=cfg.bias)
         self.attn_dropout_p = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
         positional = build_positional(cfg)
         self.rotary = positional if getattr(positional, "kind", None) == "rotary" else None
         self.alibi = positional if getattr(positional, "kind", None) == "bias" else None
@@ -162,9 +161,8 @@ class Attention(nn.Module):
         per-head inputs [batch, pos, head, d_model] (TransformerLens' split-qkv-input mode)."""
         if per_head is None:
             b, t, _ = x.shape
-            q, k, v = self._split(self.qkv(x), dim=-1)
-            return (q.view(b, t, self.n_heads, self.d_head), k.view(b, t, self.n_kv_heads, self.d_head),
-                    v.view(b, t, self.n_kv_heads, self.d_head))
+            qkv = self.qkv(x).view(b, t, self.n_heads + 2 * self.n_kv_heads, self.d_head)
+            return qkv.split_with_sizes((self.n_heads, self.n_kv_heads, self.n_kv_heads), dim=2)
         q_in, k_in, v_in = per_head
         q = torch.einsum("bphm,hmd->bphd", q_in, self.W_Q) + self.b_Q
         k = torch.einsum("bphm,hmd->bphd", k_in, self.W_K) + self.b_K
@@ -227,7 +225,7 @@ class Attention(nn.Module):
 
 
 @ATTENTION.register("average")
-class AverageAttention(nn.Module):
+class AverageAttention(FastCall):
     """Every position takes the plain mean of the (values =) inputs at and before it.
 
     No parameters: the ladder's rung that shows context helps even before attention learns

@@ -115,8 +115,8 @@ def stream_tokens(
             logits = model(window, **kw)
         finally:
             _STEP.reset(announced)
-        next_ids = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-        seq = torch.cat([seq, next_ids[:, None]], dim=1)
+        next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+        seq = torch.cat([seq, next_ids.unsqueeze(1)], dim=1)
         yield next_ids
 
 

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.config.transformer_lens_config import TransformerLensConfig
-from transformer_lens.hook_points import HookPoint
 
 from .attention import ATTENTION, Attention, KVCache
 from .config import GPTConfig
+from .hooks import Dropout, FastCall, HookPoint
 from .mlp import MLP
 from .norms import build_norm
 from .positional import build_positional
@@ -83,7 +83,7 @@ class HookNameError(ValueError):
     """A hook name that the model does not have; the message suggests the closest real ones."""
 
 
-class Embed(nn.Module):
+class Embed(FastCall):
     """Token embedding table `W_E` [d_vocab, d_model]."""
 
     def __init__(self, config: GPTConfig) -> None:
@@ -94,7 +94,7 @@ class Embed(nn.Module):
         return F.embedding(tokens, self.W_E)
 
 
-class Unembed(nn.Module):
+class Unembed(FastCall):
     """Residual stream -> logits. With tied weights it reads the embedding table itself."""
 
     def __init__(self, config: GPTConfig, switches: NanolensTLConfig, tied: nn.Parameter | None) -> None:
@@ -118,7 +118,7 @@ class Unembed(nn.Module):
         return self.hook_out(F.linear(self.hook_in(x), self.weight))
 
 
-class Block(nn.Module):
+class Block(FastCall):
     """One transformer block: attention then MLP, each pre- or post-normed, each added to the
     residual stream (or, with `use_residual=False`, replacing it)."""
 
@@ -163,7 +163,7 @@ class Block(nn.Module):
 
     def _attend(self, x: Tensor, offset: int, cache) -> Tensor:
         s = self.switches
-        if not isinstance(self.attn, Attention) or not (s.use_split_qkv_input or s.use_attn_in):
+        if not (s.use_split_qkv_input or s.use_attn_in) or not isinstance(self.attn, Attention):
             return self.attn(self.ln1(x) if self.pre_norm else x, offset, cache)
         # TransformerLens' per-head input mode: the residual stream copied once per head (hooks
         # see [batch, pos, head, d_model]) and normalised per head before projection.
@@ -182,7 +182,7 @@ class Block(nn.Module):
         return self.attn(None, offset, cache, per_head=inputs)
 
 
-class GPT(HookedRootModule):
+class GPT(FastCall, HookedRootModule):
     """A GPT whose every component is chosen by `GPTConfig`, with TransformerLens hook points.
 
     >>> model = GPT(GPTConfig(vocab_size=65, n_layer=2, n_head=2, n_embd=32, block_size=16))
@@ -202,7 +202,7 @@ class GPT(HookedRootModule):
         self.pos_embed = positional if getattr(positional, "kind", None) == "additive" else None
         if self.pos_embed is not None:
             self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, self.cfg) for _ in range(config.n_layer))
         self.ln_final = (build_norm(config) if config.use_final_norm else None) or nn.Identity()
         self.unembed = Unembed(config, self.cfg, self.embed.W_E if config.tie_weights else None)
@@ -271,7 +271,7 @@ class GPT(HookedRootModule):
         x = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
             pos = self.pos_embed(offset, tokens.shape[1]).to(x.dtype)
-            x = x + self.hook_pos_embed(pos.unsqueeze(0).expand(tokens.shape[0], -1, -1))
+            x = x + self.hook_pos_embed(pos.expand(tokens.shape[0], -1, -1))
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             if stop_at_layer is not None and i >= stop_at_layer:
@@ -319,7 +319,7 @@ class GPT(HookedRootModule):
     def _as_tokens(self, input: Tensor | str | Sequence[str]) -> Tensor:
         if isinstance(input, Tensor):
             tokens = input if input.dim() == 2 else input.unsqueeze(0)
-            return tokens.long().to(self.device)
+            return tokens.to(self.device, torch.long)
         return self.to_tokens(input)
 
     # ---- tokens (TransformerLens' helpers) -------------------------------------------------

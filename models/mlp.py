@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from .config import GPTConfig
+from .hooks import Dropout, FastCall, HookPoint, Linear
 from .registry import Registry
 
 ACTIVATIONS: Registry = Registry("mlp")
@@ -21,17 +21,17 @@ ACTIVATIONS.register("relu2")(lambda x: F.relu(x).square())
 ACTIVATIONS.register("silu", "swiglu")(F.silu)
 
 
-class MLP(nn.Module):
+class MLP(FastCall):
     """x -> act(x W_in + b_in) W_out + b_out; gated variants multiply by a second linear branch."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.act = ACTIVATIONS[cfg.mlp]
         self.gated = cfg.gated_mlp
-        self.fc_in = nn.Linear(cfg.n_embd, cfg.mlp_width, bias=cfg.bias)
-        self.fc_gate = nn.Linear(cfg.n_embd, cfg.mlp_width, bias=cfg.bias) if self.gated else None
-        self.fc_out = nn.Linear(cfg.mlp_width, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc_in = Linear(cfg.n_embd, cfg.mlp_width, bias=cfg.bias)
+        self.fc_gate = Linear(cfg.n_embd, cfg.mlp_width, bias=cfg.bias) if self.gated else None
+        self.fc_out = Linear(cfg.mlp_width, cfg.n_embd, bias=cfg.bias)
+        self.dropout = Dropout(cfg.dropout)
         self.hook_pre = HookPoint()
         if self.gated:
             self.hook_pre_linear = HookPoint()

@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
 from .config import GPTConfig
-from .hooks import is_observed
+from .hooks import FastCall, HookPoint, is_observed
 from .registry import Registry
 
 NORMS: Registry[type[nn.Module]] = Registry("norm")
 
 
 @NORMS.register("layernorm")
-class LayerNorm(nn.Module):
+class LayerNorm(FastCall):
     """LayerNorm with an optional bias (nanoGPT's `bias=False` drops it)."""
 
     centers = True
@@ -40,7 +39,7 @@ class LayerNorm(nn.Module):
 
 
 @NORMS.register("rmsnorm")
-class RMSNorm(nn.Module):
+class RMSNorm(FastCall):
     """Root-mean-square norm: rescale without centring, no bias (LLaMA's choice)."""
 
     centers = False

@@ -17,13 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from .config import GPTConfig
+from .hooks import FastCall
 from .registry import Registry
 
 POSITIONAL: Registry[type[nn.Module]] = Registry("positional")
 
 
 @POSITIONAL.register("learned")
-class LearnedPositions(nn.Module):
+class LearnedPositions(FastCall):
     """One trained vector per position, as in GPT-2 (TransformerLens: `W_pos`)."""
 
     kind = "additive"
@@ -43,7 +44,7 @@ class LearnedPositions(nn.Module):
 
 
 @POSITIONAL.register("sinusoidal")
-class SinusoidalPositions(nn.Module):
+class SinusoidalPositions(FastCall):
     """Fixed sines and cosines of geometric wavelengths (Vaswani et al.); nothing to train."""
 
     kind = "additive"
@@ -68,7 +69,7 @@ class SinusoidalPositions(nn.Module):
 
 
 @POSITIONAL.register("rotary")
-class Rotary(nn.Module):
+class Rotary(FastCall):
     """RoPE: rotate pairs of query/key features (the two halves, GPT-NeoX style) by position."""
 
     kind = "rotary"
@@ -102,7 +103,7 @@ class Rotary(nn.Module):
 
 
 @POSITIONAL.register("alibi")
-class ALiBi(nn.Module):
+class ALiBi(FastCall):
     """Attention with Linear Biases (Press et al.): score -= slope_h * distance, per head."""
 
     kind = "bias"

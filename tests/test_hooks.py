@@ -219,6 +219,55 @@ def test_switch_hooks_do_not_fire_when_off(make_model, tokens) -> None:
         assert not any(n.endswith(optional) for n in names), optional
 
 
+# ---- the fast paths (models/hooks.py) skip only what nothing watches ------------------------------
+def test_plain_pytorch_hooks_fire_on_hook_points_and_layers(model, tokens) -> None:
+    """Unhooked hook points and layers skip nn.Module.__call__; any hook at all brings it back."""
+    fired = []
+    block = model.blocks[0]
+    handles = [
+        block.hook_resid_mid.register_forward_hook(lambda m, i, o: fired.append("hook point")),
+        block.attn.qkv.register_forward_pre_hook(lambda m, i: fired.append("linear")),
+        block.mlp.dropout.register_forward_hook(lambda m, i, o: fired.append("dropout")),
+        block.ln1.register_forward_hook(lambda m, i, o: fired.append("norm")),
+        torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: fired.append("global") if m is model.unembed else None
+        ),
+    ]
+    model(tokens)
+    for handle in handles:
+        handle.remove()
+    assert sorted(fired) == ["dropout", "global", "hook point", "linear", "norm"]
+    fired.clear()
+    model(tokens)
+    assert fired == []
+
+
+def test_swapped_and_copied_submodules_are_the_ones_that_run(model, tokens) -> None:
+    """Submodules and parameters are read from plain attributes (models/hooks.py `_Mirror`):
+    every way of replacing them, and copies of the model, must still run what is registered."""
+    import copy
+    import pickle
+
+    plain = model(tokens)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(clone(tokens), plain)
+        clone.blocks[0].mlp.fc_out = torch.nn.Linear(clone.config.mlp_width, clone.config.n_embd)
+        assert not torch.allclose(clone(tokens), plain)
+        torch.testing.assert_close(model(tokens), plain)  # the original is untouched
+    clone = copy.deepcopy(model)
+    clone.blocks[0].attn._modules["out"] = zero_out = torch.nn.Linear(16, 16)  # as quantization swaps modules
+    torch.nn.init.zeros_(zero_out.weight)
+    torch.nn.init.zeros_(zero_out.bias)
+    assert clone.blocks[0].attn.out is zero_out
+    assert not torch.allclose(clone(tokens), plain)
+    doubled = copy.deepcopy(model).double()
+    assert doubled.blocks[0].attn.qkv.weight.dtype == torch.float64
+    torch.testing.assert_close(doubled(tokens).float(), plain, atol=1e-5, rtol=1e-5)
+    zeros = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    assert torch.count_nonzero(torch.func.functional_call(model, zeros, (tokens,))) == 0
+    torch.testing.assert_close(model(tokens), plain)
+
+
 def test_next_token_loss_on_one_token_is_a_clear_error():
     import pytest
     import torch
