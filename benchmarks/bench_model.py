@@ -179,12 +179,18 @@ def bench_train(args: argparse.Namespace) -> Row:
 
 
 # ---- row 2: decode with and without the KV cache ------------------------------------------------
-def bench_decode(args: argparse.Namespace) -> Row:
+def decode_model(args: argparse.Namespace) -> GPT:
+    """The model rows 2 and 4 decode with: the gpt2 preset at the --decode-* sizes, seeded."""
     torch.manual_seed(0)
     config = preset_config(
         "gpt2", block_size=args.decode_block, n_layer=args.decode_n_layer, n_embd=args.decode_n_embd, vocab_size=65, dropout=0.0
     )
-    model = GPT(config).eval()
+    return GPT(config).eval()
+
+
+def bench_decode(args: argparse.Namespace) -> Row:
+    model = decode_model(args)
+    config = model.config
     prompt = torch.zeros(1, 1, dtype=torch.long)
     n = args.decode_tokens
     out: dict[str, torch.Tensor] = {}
@@ -238,11 +244,8 @@ def bench_steering(args: argparse.Namespace) -> Row:
     layer's residual stream at every position, against the unsteered decode."""
     from nanolens.steering import Steering, random_direction
 
-    torch.manual_seed(0)
-    config = preset_config(
-        "gpt2", block_size=args.decode_block, n_layer=args.decode_n_layer, n_embd=args.decode_n_embd, vocab_size=65, dropout=0.0
-    )
-    model = GPT(config).eval()
+    model = decode_model(args)
+    config = model.config
     layer = config.n_layer // 2
     steering = Steering(random_direction(config.n_embd, norm=1.0, layer=layer, model=model, seed=0), coeff=0.5)
     prompt = torch.zeros(1, 1, dtype=torch.long)
