@@ -43,8 +43,9 @@ from nanolens.models.data import load_corpus
 from nanolens.models.tokenizers import build_tokenizer
 from nanolens.models.trainer import Trainer, TrainConfig
 
+from bench_train import data_spec  # a sibling script: --data, else $NANOLENS_DATA, else ../shared's copy
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 RESULTS = ROOT / "benchmarks" / "results"
 
 # What each rung adds, as a phrase for the generated sentence (the preset's description says more).
@@ -98,14 +99,6 @@ class Rung:
     gain: float | None = None
     gain_se: float | None = None
     sentence: str = ""
-
-
-def data_spec(given: str | None) -> str:
-    if given:
-        return given
-    if os.environ.get("NANOLENS_DATA"):
-        return "shakespeare"
-    return str(DEFAULT_DATA) if DEFAULT_DATA.is_file() else "shakespeare"
 
 
 @torch.no_grad()
