@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .finetune_data import TEMPLATE_KEY, PromptResponse, SFTData, Template, pad, write_jsonl
-from .trainer import METRICS_FILE, StopTraining, Trainer, TrainConfig, configure_optimizer, resolve_device, stream_seed
+from .trainer import METRICS_FILE, Trainer, TrainConfig, configure_optimizer, notify, resolve_device, stream_seed
 
 if TYPE_CHECKING:
     from .gpt import GPT
@@ -183,11 +183,7 @@ class RunLog:
         shown = [f"{k} {record[k]:.3f}" for k in postfix if isinstance(record.get(k), (int, float))]
         if shown:
             self.bar.set_postfix_str(", ".join(shown), refresh=False)
-        for callback in self.callbacks:
-            try:
-                callback(dict(record))
-            except StopTraining:
-                self.stop = True
+        self.stop |= notify(self.callbacks, record)
 
     def close(self) -> None:
         self.bar.close()

@@ -85,6 +85,17 @@ class StopTraining(Exception):
     checkpoints and returns, and `resume=True` can continue later."""
 
 
+def notify(callbacks, record: dict[str, Any]) -> bool:
+    """Hand each callback its own copy of `record`; True when one asked to stop (StopTraining)."""
+    stop = False
+    for callback in callbacks:
+        try:
+            callback(dict(record))
+        except StopTraining:
+            stop = True
+    return stop
+
+
 # ---------------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------------
@@ -724,11 +735,7 @@ class Trainer:
         if self._metrics_file is not None:
             self._metrics_file.write(json.dumps(record) + "\n")
             self._metrics_file.flush()
-        for callback in self.callbacks:
-            try:
-                callback(dict(record))
-            except StopTraining:
-                self._stop = True
+        self._stop |= notify(self.callbacks, record)
 
     def _clean_stale(self) -> None:
         """Remove temporary directories left by a run killed mid-write."""
