@@ -216,11 +216,16 @@ class _Cast:
 
     __slots__ = ("P", "p", "o", "ps", "C", "cp", "co", "cps", "place", "rel", "with_c", "event")
 
-    def __init__(self, rng: random.Random) -> None:
-        hero = rng.choice(PEOPLE)
+    def __init__(self, rng: random.Random, hero: tuple[str, str] | None = None) -> None:
+        drawn = rng.choice(PEOPLE)
         comp = rng.choice(PEOPLE)
-        while comp[0] == hero[0]:
+        while comp[0] == drawn[0]:
             comp = rng.choice(PEOPLE)
+        if hero is not None:  # replaces the draw afterwards, so the rest of the story is unchanged
+            if hero[0] == comp[0]:
+                raise CorpusError(f"{hero[0]} is this story's companion and cannot be its hero; pick another name")
+            drawn = hero
+        hero = drawn
         self.P, (self.p, self.o, self.ps) = hero[0], _PRONOUNS[hero[1]]
         self.C, (self.cp, self.co, self.cps) = comp[0], _PRONOUNS[comp[1]]
         self.place = rng.choice(PLACES)
@@ -324,8 +329,9 @@ def _passing(rng, c, lab):
 _MIDDLE = (_event, _wind, _food, _quote, _role, _companion_event, _passing, _pace)  # in story order
 
 
-def _story(rng: random.Random, label: str, held_out_ok: bool = False) -> tuple[str, int, int]:
-    cast = _Cast(rng)
+def _story(rng: random.Random, label: str, held_out_ok: bool = False,
+           hero: tuple[str, str] | None = None) -> tuple[str, int, int]:
+    cast = _Cast(rng, hero)
     opening = _opening(rng, cast)
     while not held_out_ok and is_held_out(opening):
         opening = _opening(rng, cast)
@@ -340,12 +346,36 @@ def _story(rng: random.Random, label: str, held_out_ok: bool = False) -> tuple[s
     return " ".join(sentences), len(opening), len(opening) + 1 + len(decision)
 
 
-def generate_story(label: str, rng: random.Random | int | None = None) -> str:
-    """One story with the given label (`rng` a `random.Random` or a seed); never a held-out opening."""
+def generate_story(label: str, rng: random.Random | int | None = None, hero: str | None = None) -> str:
+    """One story with the given label (`rng` a `random.Random` or a seed); never a held-out opening.
+
+    `hero` names the main character (one of `FEMALE` / `MALE`). The same seed with another hero
+    gives the same story with only the hero's name and pronouns changed: matched pairs for a
+    direction that is not sentiment (see `pronoun_gender`).
+    """
     _check_labels((label,))
     if not isinstance(rng, random.Random):
         rng = random.Random(rng)
-    return _story(rng, label)[0]
+    return _story(rng, label, hero=_person(hero) if hero is not None else None)[0]
+
+
+def _person(name: str) -> tuple[str, str]:
+    for person in PEOPLE:
+        if person[0] == name:
+            return person
+    raise CorpusError(f"unknown name {name!r}; choose one of the names in FEMALE or MALE")
+
+
+_PRONOUN_GENDER = {"she": 1, "her": 1, "he": -1, "him": -1, "his": -1}
+
+
+def pronoun_gender(text: str) -> float:
+    """+1 when the first personal pronoun of `text` is female (she, her), -1 when male (he, him,
+    his), 0 when there is none: which gender a continuation gives its hero."""
+    for word in _WORD.findall(text.lower()):
+        if word in _PRONOUN_GENDER:
+            return float(_PRONOUN_GENDER[word])
+    return 0.0
 
 
 def story_prefix_to_decision(story: str) -> int:

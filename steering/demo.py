@@ -60,7 +60,10 @@ class DemoPlan:
     read: str = "sentence"  # where mean-diff / PCA read the pairs: the reveal "sentence" (mean over it) or "last" token
     temperature: float = 0.8
     val_windows: int = 16
-    random_draws: int = 3  # the control is the mean over this many random directions (one draw is noisy)
+    control_draws: int = 4  # the confirmation's control: this many random directions of equal norm (one draw is noisy)
+    confirm_prompts: int = 24  # fresh held-out openings for the confirmation of the best method
+    confirm_samples: int = 4
+    gender_pairs: int = 128  # matched stories for the second direction (sentiment corpus only)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -68,7 +71,8 @@ class DemoPlan:
         return cls(corpus_chars=60_000, vocab_size=400, n_layer=2, n_embd=32, n_head=2, block_size=64, batch_size=16,
                    learning_rate=3e-3, min_lr=3e-4, warmup_iters=5, train_seconds=0, min_iters=40, max_iters=40,
                    eval_iters=2, probe_texts=80, pairs=16, select_pairs=4, select_coeffs=(0.2, 0.4), report_prompts=3,
-                   report_samples=2, max_new_tokens=24, val_windows=4)
+                   report_samples=2, max_new_tokens=24, val_windows=4, control_draws=2, confirm_prompts=2,
+                   confirm_samples=2, gender_pairs=8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +331,8 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
              "(each opens with a neutral sentence; its label decides every later word)")
         scorer, stop = "words", "\n"
         openings = neutral_openings(plan.report_prompts, seed=seed + 1)
+        fresh = [o for o in neutral_openings(plan.confirm_prompts + len(openings), seed=seed + 2) if o not in openings]
+        confirm_openings = fresh[: plan.confirm_prompts]
         sample_prompt = openings[0]
     else:
         from nanolens.models.data import load_corpus
@@ -337,9 +343,11 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
         _say(f"# 1/6 corpus: tiny Shakespeare, {len(text):,} characters; sentiment labels come from VADER")
         scorer, stop = "vader", "\n\n"
         openings = _shakespeare_prompts(text, plan.report_prompts, rng)
+        confirm_openings = _shakespeare_prompts(text, plan.confirm_prompts, rng)
         sample_prompt = openings[0]
     room = plan.block_size - 16  # a prompt must leave the context room to continue
     report_prompts = [o if len(o) < room else o[-room:] for o in openings]
+    confirm_prompts = [o if len(o) < room else o[-room:] for o in confirm_openings]
     lap("corpus")
 
     # 2. training -----------------------------------------------------------------------------
@@ -425,30 +433,43 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     # 5b. sampled continuations of held-out neutral openings at those layers
     # up to twice the range: the teacher-forced cost is a cautious proxy, and the table should
     # show where sampled text reaches the target and where it breaks
-    coeffs = [c_max * f for f in (-2.0, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0)]
+    coeffs = [c_max * f for f in (-2.0, -1.75, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 1.75, 2.0)]
     report_vectors = {m: {chosen[m]: vectors[m][chosen[m]]} for m in vectors if chosen.get(m) in vectors[m]}
-    report_vectors.update(_more_random_draws(report_vectors, plan.random_draws))
+    sampling = dict(max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, stop=stop, progress=progress)
     result, samples = sweep(model, report_prompts, report_vectors, coeffs, samples_per_prompt=plan.report_samples,
-                            scorer=scorer, max_new_tokens=plan.max_new_tokens, temperature=plan.temperature,
-                            seed=seed + 1, stop=stop, val_text=train_info["val_text"], val_windows=plan.val_windows,
-                            progress=progress, return_samples=True)
-    result = pool_random_draws(result)
+                            scorer=scorer, seed=seed + 1, val_text=train_info["val_text"], val_windows=plan.val_windows,
+                            return_samples=True, **sampling)
     summary = summarize_sweep(result)
-    lap("steering")
-
-    # 6. report -------------------------------------------------------------------------------
     steered = summary[summary.method != "random"]
     swing = steered.frac_pos_at_pos - steered.frac_pos_at_neg
     best = steered.loc[swing.idxmax()] if len(steered) else summary.iloc[0]
     best_method, best_layer = str(best["method"]), int(best["layer"])
-    control_move = _control_move(result, best)
+    best_vec = vectors[best_method][best_layer]
+    # 5c. the best method at its chosen coefficients on fresh openings, beside random directions of equal norm
+    confirm, control_move = confirm_with_control(model, confirm_prompts, best_vec, float(best["neg_coeff"]),
+                                                 float(best["pos_coeff"]), plan.control_draws, plan.confirm_samples,
+                                                 scorer, seed=seed + 2, **sampling)
+    _say(f"   confirmed on {len(confirm_prompts)} fresh openings x {plan.confirm_samples} samples, beside "
+         f"{plan.control_draws} random directions of equal norm:\n" + format_table(confirm))
+    # 5d. vector arithmetic: the sentiment plus a second, independent direction (the hero's gender)
+    both, both_info = None, {}
+    if data == "sentiment":
+        g_layer = model.config.n_layer - 1
+        there = vectors.get(best_method, {}).get(g_layer) or vectors["mean_difference"][g_layer]
+        both, both_info = two_directions(model, report_prompts, best_vec, there, g_layer, float(best["neg_coeff"]),
+                                         float(best["pos_coeff"]), plan.gender_pairs, plan.report_samples, scorer,
+                                         seed=seed + 3, **sampling)
+        _say(f"   two directions at once (sentiment at layer {best_layer}, the hero's gender at layer {g_layer}):\n"
+             + format_table(both))
+    lap("steering")
+
+    # 6. report -------------------------------------------------------------------------------
     plot_sentiment_vs_coeff(result, out / "steering_vs_coeff.png", layers={m: chosen[m] for m in report_vectors if m in chosen},
                             title=f"held-out openings: positive fraction vs coefficient ({scorer} scorer)")
     heatmaps = {}
     for method in vectors:
         heatmaps[method] = plot_layer_heatmap(margins, out / f"heatmap_{method}.png", method, metric="margin_shift",
                                               title=f"{method}: log-prob margin shift (nats) by layer and coefficient")
-    best_vec = vectors[best_method][best_layer]
     tops = top_tokens(model, best_vec, k=8, ln_final=True)
     cos = cosine_table({m: vectors[m][best_layer] for m in vectors if best_layer in vectors[m]}, hook=best_vec.hook)
     select = margins
@@ -456,9 +477,8 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     _say("   steering held-out neutral openings (coefficients x the layer's typical residual norm):")
     _say(format_table(summary, ["method", "layer", "neg_coeff", "frac_pos_at_neg", "frac_pos_unsteered", "pos_coeff",
                                 "frac_pos_at_pos", "ppl_at_neg", "ppl_unsteered", "ppl_at_pos", "max_move"]))
-    if control_move is not None:
-        _say(f"random control ({plan.random_draws} directions of equal norm, averaged) at the best method's coefficients: "
-             f"the positive fraction moves by at most {control_move:.3f}")
+    _say(f"random control ({plan.control_draws} directions of equal norm, averaged) at the best method's coefficients: "
+         f"the positive fraction moves by at most {control_move:.3f}")
     _say(f"\nbest: {best_method} at layer {best_layer}. Its direction through the unembedding:\n{format_top_tokens(tops)}")
     _say("\n" + side)
     timings["report"] = 0.0
@@ -471,6 +491,8 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
         "best": {"method": best_method, "layer": int(best_layer), "neg_coeff": float(best["neg_coeff"]),
                  "pos_coeff": float(best["pos_coeff"])},
         "control_move_at_best_coeffs": control_move,
+        "confirmation": json.loads(confirm.to_json(orient="records")),
+        "two_directions": {**both_info, "table": json.loads(both.to_json(orient="records"))} if both is not None else None,
         "summary": json.loads(summary.to_json(orient="records")),
         "chosen_layers": {m: int(v) for m, v in chosen.items()},
         "coefficients": coeffs,
@@ -533,46 +555,61 @@ def _selection_pairs(data: str, plan: DemoPlan, model: Any, seed: int, probe_set
     return ["\n"] * k, [" " + t[: block // 2] for t in pos[-k:]], [" " + t[: block // 2] for t in neg[-k:]]
 
 
-def _more_random_draws(report_vectors: dict, draws: int) -> dict:
-    """Extra random controls (`random_2`, ...) beside `random`, same layer and norm, other seeds."""
-    from .directions import random_direction
-
-    if "random" not in report_vectors or draws < 2:
-        return {}
-    (layer, first), = report_vectors["random"].items()
-    return {f"random_{k}": {layer: random_direction(like=first, seed=7919 * k + int(layer))} for k in range(2, draws + 1)}
-
-
-def pool_random_draws(result: Any) -> Any:
-    """The sweep rows of `random`, `random_2`, ... averaged into one `random` row per
-    coefficient: the control's effect is a property of random directions, not of one draw."""
+def confirm_with_control(model: Any, prompts: list[str], vector: Any, neg: float, pos: float, draws: int,
+                         samples: int, scorer: str, **sampling: Any) -> tuple[Any, float]:
+    """The best method at its two chosen coefficients beside `draws` random directions of equal
+    norm at the same coefficients, on fresh prompts: the check that the effect belongs to the
+    direction and not to the size of the push. Returns the table (one row per setting, the
+    random draws also pooled into a ``random (mean of k)`` row) and how far that pooled control
+    moves the positive fraction at either coefficient."""
     import pandas as pd
 
-    is_random = result.method.astype(str).str.fullmatch(r"random(_\d+)?")
-    if is_random.sum() == 0:
-        return result
-    draws = result[is_random]
-    pooled = draws.groupby("coeff", as_index=False).mean(numeric_only=True)
-    pooled["n"] = draws.groupby("coeff")["n"].sum().values
-    pooled.insert(0, "method", "random")
-    pooled.insert(1, "layer", draws.layer.iloc[0])
-    pooled = pooled[[c for c in result.columns if c in pooled.columns]]
-    out = pd.concat([result[~is_random], pooled], ignore_index=True)
-    out["layer"] = pd.Series(list(out.layer), dtype=object)
-    out.attrs.update(result.attrs)
-    out.attrs["random_draws"] = int(draws.method.nunique())
-    return out
+    from .apply import Steering
+    from .directions import random_direction
+    from .evaluate import evaluate_settings
+
+    settings: dict[str, Any] = {"unsteered": None}
+    for c in (neg, pos):
+        settings[f"{vector.label} {c:+g}"] = Steering(vector, coeff=c, relative=True)
+    randoms = [random_direction(like=vector, seed=7919 * k + 1, label=f"random_{k}") for k in range(1, draws + 1)]
+    for r in randoms:
+        for c in (neg, pos):
+            settings[f"{r.label} {c:+g}"] = Steering(r, coeff=c, relative=True)
+    df = evaluate_settings(model, prompts, settings, {"sentiment": scorer}, samples_per_prompt=samples, **sampling)
+    df.insert(1, "coeff", [0.0, neg, pos] + [neg, pos] * draws)
+    is_random = df.setting.str.startswith("random_")
+    pooled = df[is_random].groupby("coeff", as_index=False).mean(numeric_only=True)
+    pooled["n"] = df[is_random].groupby("coeff")["n"].sum().values
+    pooled.insert(0, "setting", f"random (mean of {draws})")
+    df = pd.concat([df, pooled[df.columns]], ignore_index=True)
+    base = df.sentiment_frac_positive.iloc[0]
+    move = float((pooled.sentiment_frac_positive - base).abs().max()) if len(pooled) else float("nan")
+    return df, move
 
 
-def _control_move(result: Any, best: Any) -> float | None:
-    """How far the (pooled) random control moves the positive fraction at the best method's
-    two chosen coefficients: the comparison the control exists for."""
-    rows = result[result.method == "random"]
-    base = result[result.method == "unsteered"]
-    if not len(rows) or not len(base):
-        return None
-    at = rows[rows.coeff.isin([best["neg_coeff"], best["pos_coeff"]])]
-    return float((at.frac_positive - base.frac_positive.iloc[0]).abs().max()) if len(at) else None
+def two_directions(model: Any, prompts: list[str], sentiment: Any, sentiment_there: Any, layer: int, neg: float,
+                   pos: float, pairs: int, samples: int, scorer: str, **sampling: Any) -> tuple[Any, dict[str, float]]:
+    """Vector arithmetic on the embedded corpus: the sentiment direction plus a second,
+    independent one, every combination of signs, each continuation scored for both properties.
+
+    The second direction is the hero's gender (mean difference over `gender_pairs`, read over
+    whole stories, cropped to the context) at `layer`, minus its component along
+    `sentiment_there` (the sentiment direction at that layer), so it carries no sentiment of its
+    own. Returns the table and the gender direction's cosine with the sentiment before and after."""
+    from nanolens.models.sentiment import pronoun_gender
+
+    from .directions import gender_pairs, mean_difference
+    from .evaluate import evaluate_settings, grid_settings
+
+    women, men = gender_pairs(pairs)
+    raw = mean_difference(model, women, men, layer, position="mean", label="gender")
+    gender = raw.without(sentiment_there)
+    gender.label = "gender"
+    info = {"layer": layer, "cos_before": raw.cosine(sentiment_there), "cos_after": gender.cosine(sentiment_there)}
+    settings = grid_settings({"sentiment": sentiment, "gender": gender}, {"sentiment": [neg, 0.0, pos], "gender": [neg, 0.0, pos]})
+    df = evaluate_settings(model, prompts, settings, {"positive": scorer, "female": pronoun_gender},
+                           samples_per_prompt=samples, **sampling)
+    return df, info
 
 
 def middle_layers(n_layer: int) -> list[int]:
@@ -643,6 +680,8 @@ def _samples_side_by_side(samples: Any, method: str, layer: Any, neg: float, pos
 def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_df: Any, select: Any, result: Any,
                   summary: Any, cos: Any, tops: Any, side: str, scorer: str, report_prompts: list[str],
                   n_select: int, heatmaps: dict, train_info: dict, source: str, contrast: tuple[str, str]) -> None:
+    import pandas as pd
+
     from .evaluate import markdown_table
     from .inspect import format_top_tokens
 
@@ -688,8 +727,8 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         f"Five ways at every layer's resid_pre: **contrast_pair** (ActAdd, one pair: {contrast[0]!r} vs {contrast[1]!r}, "
         "mean over each prompt's tokens), **mean_difference** (CAA) and **pca** (first principal component of the paired "
         "differences, *not* centred: the mean difference is the shared signal; see `pca_direction`) over "
-        f"{source}, **probe** (the layer's probe weights), and **random** (random directions with the mean difference's "
-        "norm: the control; its sweep rows average several draws).", "",
+        f"{source}, **probe** (the layer's probe weights), and **random** (a random direction with the mean difference's "
+        "norm: the control; the confirmation below uses several).", "",
         *([f"Not found: {'; '.join(measured['notes'])}.", ""] if measured.get("notes") else []),
         f"Cosine similarity at layer {best['layer']}:", "", markdown_table(cos.reset_index().rename(columns={"index": "vs"})), "",
         f"The best direction ({best['method']}, layer {best['layer']}) read through ln_final and the unembedding "
@@ -709,10 +748,17 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         markdown_table(summary, cols), "",
         f"Best method: **{best['method']}** at layer **{best['layer']}** (coefficients {best['neg_coeff']:+g} / "
         f"{best['pos_coeff']:+g}).", "",
-        *([f"The random control (the mean of {plan.random_draws} random directions of equal norm at the same layer) moves "
-           f"the positive fraction by at most {measured['control_move_at_best_coeffs']:.3f} at those two coefficients.", ""]
-          if measured.get("control_move_at_best_coeffs") is not None else []),
         "![steering vs coefficient](steering_vs_coeff.png)", "",
+        "### Confirmation on fresh openings, beside the random control", "",
+        f"The best method at its two chosen coefficients, on {plan.confirm_prompts} other held-out openings x "
+        f"{plan.confirm_samples} samples (not the ones its coefficients were read from), beside {plan.control_draws} random "
+        "directions of the same norm at the same layer and coefficients. `sentiment_frac_positive` is the share of "
+        "continuations scored positive; the last rows pool the random draws.", "",
+        markdown_table(pd.DataFrame(measured["confirmation"])), "",
+        f"The pooled random control moves the positive fraction by at most **{measured['control_move_at_best_coeffs']:.3f}** "
+        "from the unsteered row (single draws vary more: a random direction is not orthogonal to everything the model "
+        "cares about).", "",
+        *(_two_directions_section(measured["two_directions"], best) if measured.get("two_directions") else []),
         "All settings (report prompts):", "", markdown_table(result, sweep_cols), "",
         "### Choosing the layer and the coefficients", "",
         f"On {n_select} matched pairs (a story opening, continued once positively and once negatively; never used to find a "
@@ -734,6 +780,23 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         f"{best['layer']} --coeff {best['pos_coeff']:g} --relative", "```", "",
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _two_directions_section(two: dict, best: dict) -> list[str]:
+    import pandas as pd
+
+    from .evaluate import markdown_table
+
+    return [
+        "## Vector arithmetic: two directions at once", "",
+        f"A second direction, independent of the sentiment: the hero's gender (mean difference over "
+        f"`gender_pairs`, the same stories told with a heroine and with a hero), at layer {two['layer']}, minus its "
+        f"component along the sentiment direction there (`gender.without(sentiment)`: cosine {two['cos_before']:+.3f} "
+        f"before, {two['cos_after']:+.3f} after). Both are added together at every combination of "
+        f"{best['neg_coeff']:+g} / 0 / {best['pos_coeff']:+g}; each continuation is scored for its sentiment "
+        "(`positive_*`) and for the gender of its first pronoun (`female_*`: +1 she/her, -1 he/him/his).", "",
+        markdown_table(pd.DataFrame(two["table"])), "",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ may be given as `layer` instead.
 from __future__ import annotations
 
 import random as _random
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -423,3 +424,39 @@ def sentiment_pairs(n: int, seed: int = 4321, where: str = "reveal", max_chars: 
         pos.append(p)
         neg.append(q)
     return pos, neg
+
+
+def gender_pairs(n: int, seed: int = 4321, max_chars: int | None = None) -> tuple[list[str], list[str]]:
+    """`n` matched stories whose hero is a woman in the first and a man in the second.
+
+    A second property of the embedded corpus, independent of the sentiment: pair i is one
+    story (label alternating positive / negative) told twice with only the hero's name and
+    pronouns changed. Read them with ``position="mean"``; score continuations with
+    `nanolens.models.sentiment.pronoun_gender`. `max_chars` keeps each text's last characters.
+    """
+    from nanolens.models.data import CorpusError
+    from nanolens.models.sentiment import FEMALE, MALE, generate_story
+
+    if n < 1:
+        raise SteeringError(f"n must be >= 1, got {n}")
+    women, men = [], []
+    for i in range(n):
+        label = ("positive", "negative")[i % 2]
+        for attempt in range(1000):
+            s = f"nanolens-heroes-{seed}-{i}-{attempt}"
+            names = _random.Random(s + "-names")
+            try:
+                w = generate_story(label, _random.Random(s), hero=names.choice(FEMALE))
+                m = generate_story(label, _random.Random(s), hero=names.choice(MALE))
+            except CorpusError:  # the name drawn is this story's companion
+                continue
+            # a name can make an opening held out, and the generator then draws another one
+            if _masked(w) == _masked(m):
+                break
+        women.append(w[-max_chars:] if max_chars else w)
+        men.append(m[-max_chars:] if max_chars else m)
+    return women, men
+
+
+def _masked(story: str) -> str:
+    return re.sub(r"\b(she|he|her|him|his|[A-Z][a-z]+)\b", "_", story)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .apply import RowSteering, Steering, check_positions, finite_coeffs
+from .apply import RowSteering, Steering, as_steering, check_positions, finite_coeffs
 from .vector import SteeringError, SteeringVector, _layer_of
 
 Scorer = Callable[[str], float]
@@ -196,6 +196,54 @@ def _check_prompts(model: Any, prompts: Any) -> list[str]:
     return prompts
 
 
+@torch.no_grad()
+def _sample_settings(model: Any, prompts: Sequence[str], steerings: Sequence[Steering | None], samples_per_prompt: int,
+                     scorers: Mapping[str, Scorer], *, max_new_tokens: int, temperature: float, top_k: int | None,
+                     top_p: float | None, seed: int, stop: str | None, max_rows: int, progress: bool) -> Any:
+    """Every prompt x steering x sample, generated in batches of up to `max_rows` rows (one
+    steering per row) and scored: one DataFrame row per continuation, with its NLL under the
+    unsteered model. The columns named by `scorers` hold each scorer's score."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    S = len(steerings)
+    rows_per_prompt = S * samples_per_prompt
+    samples: list[dict[str, Any]] = []
+    bar = tqdm(total=len(prompts) * rows_per_prompt, desc=f"steered samples ({S} settings)", unit="sample",
+               leave=False, disable=not progress)
+    try:
+        for p_index, prompt in enumerate(prompts):
+            prompt_ids = model.to_tokens(prompt)
+            P = prompt_ids.shape[1]
+            row_settings = [i for i in range(S) for _ in range(samples_per_prompt)]
+            for k in range(0, rows_per_prompt, max_rows):
+                chunk = row_settings[k : k + max_rows]
+                rs = RowSteering([steerings[i] for i in chunk])
+                out = model.generate(prompt_ids.repeat(len(chunk), 1), max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_k=top_k, top_p=top_p,
+                                     seed=seed + 7919 * p_index + k, steering=rs)
+                texts, lengths = [], []
+                for row in out[:, P:]:
+                    text = model.tokenizer.decode(row.tolist())
+                    if stop and stop in text:  # score the text before the stop; its NLL includes the stop
+                        text = text[: text.index(stop)]
+                        n_tokens = len(model.tokenizer.encode(text + stop))
+                    else:
+                        n_tokens = row.numel()
+                    texts.append(text)
+                    lengths.append(max(1, min(n_tokens, row.numel())))
+                nll, count = continuation_nll(model, out, P, lengths)
+                for j, i in enumerate(chunk):
+                    samples.append({"prompt_index": p_index, "prompt": prompt, "setting": i, "continuation": texts[j],
+                                    **{name: float(fn(texts[j])) for name, fn in scorers.items()},
+                                    "nll": float(nll[j]), "n_tokens": int(count[j])})
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    return pd.DataFrame(samples)
+
+
+@torch.no_grad()
 def sweep(
     model: Any,
     prompts: Sequence[str],
@@ -262,46 +310,12 @@ def sweep(
                 s.validate(model)
                 settings.append((method, layer, c, s))
     S = len(settings)
-    rows_per_prompt = S * samples_per_prompt
-
-    from tqdm.auto import tqdm
-
-    samples: list[dict[str, Any]] = []
-    bar = tqdm(total=len(prompts) * rows_per_prompt, desc=f"steered samples ({S} settings)", unit="sample",
-               leave=False, disable=not progress)
-    try:
-        for p_index, prompt in enumerate(prompts):
-            prompt_ids = model.to_tokens(prompt)
-            P = prompt_ids.shape[1]
-            row_settings = [i for i in range(S) for _ in range(samples_per_prompt)]
-            for k in range(0, rows_per_prompt, max_rows):
-                chunk = row_settings[k : k + max_rows]
-                rs = RowSteering([settings[i][3] for i in chunk])
-                out = model.generate(prompt_ids.repeat(len(chunk), 1), max_new_tokens=max_new_tokens,
-                                     temperature=temperature, top_k=top_k, top_p=top_p,
-                                     seed=seed + 7919 * p_index + k, steering=rs)
-                texts, lengths = [], []
-                for row in out[:, P:]:
-                    text = model.tokenizer.decode(row.tolist())
-                    if stop and stop in text:  # score the text before the stop; its NLL includes the stop
-                        text = text[: text.index(stop)]
-                        n_tokens = len(model.tokenizer.encode(text + stop))
-                    else:
-                        n_tokens = row.numel()
-                    texts.append(text)
-                    lengths.append(max(1, min(n_tokens, row.numel())))
-                nll, count = continuation_nll(model, out, P, lengths)
-                for j, i in enumerate(chunk):
-                    method, layer, c, _ = settings[i]
-                    samples.append({
-                        "prompt_index": p_index, "prompt": prompt, "setting": i, "method": method, "layer": layer,
-                        "coeff": c, "continuation": texts[j], "score": float(score(texts[j])),
-                        "nll": float(nll[j]), "n_tokens": int(count[j]),
-                    })
-                bar.update(len(chunk))
-    finally:
-        bar.close()
-    sdf = pd.DataFrame(samples)
+    sdf = _sample_settings(model, prompts, [st for *_, st in settings], samples_per_prompt, {"score": score},
+                           max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                           stop=stop, max_rows=max_rows, progress=progress)
+    sdf.insert(3, "method", [settings[i][0] for i in sdf.setting])
+    sdf.insert(4, "layer", pd.Series([settings[i][1] for i in sdf.setting], dtype=object))
+    sdf.insert(5, "coeff", [settings[i][2] for i in sdf.setting])
 
     # per-setting aggregates
     base_by_prompt = sdf[sdf.setting == 0].groupby("prompt_index")["score"].mean()
@@ -331,6 +345,93 @@ def sweep(
         "max_new_tokens": max_new_tokens, "samples_per_prompt": samples_per_prompt, "n_prompts": len(prompts),
         "relative": relative, "positions": positions, "stop": stop, "val_loss": val_base,
     })
+    return (df, sdf) if return_samples else df
+
+
+# ---------------------------------------------------------------------------------------------
+# several directions at once
+# ---------------------------------------------------------------------------------------------
+def grid_settings(vectors: Mapping[str, SteeringVector], coeffs: Mapping[str, Sequence[float]], *,
+                  relative: bool = True, positions: Any = "all", check_model: bool = True) -> dict[str, Steering | None]:
+    """Every combination of one coefficient per named vector, as one Steering each (all added
+    together in the same forward pass), named like ``"sentiment=+0.8 companion=-0.4"``; the
+    all-zero combination is ``"unsteered"`` (None)."""
+    import itertools
+
+    if not vectors:
+        raise SteeringError("no vectors given: pass {name: SteeringVector}")
+    missing = [name for name in vectors if name not in coeffs]
+    if missing:
+        raise SteeringError(f"no coefficients for {', '.join(missing)}; give coeffs={{name: [..]}} for every vector")
+    names = list(vectors)
+    axes = [finite_coeffs(coeffs[n]) for n in names]
+    out: dict[str, Steering | None] = {}
+    for combo in itertools.product(*axes):
+        terms = [(vectors[n], c) for n, c in zip(names, combo) if c != 0]
+        key = " ".join(f"{n}={c:+g}" for n, c in zip(names, combo))
+        out["unsteered" if not terms else key] = (
+            Steering(terms, relative=relative, positions=positions, check_model=check_model) if terms else None)
+    return out
+
+
+@torch.no_grad()
+def evaluate_settings(
+    model: Any,
+    prompts: Sequence[str],
+    settings: Mapping[str, Steering | None],
+    scorers: Mapping[str, str | Scorer],
+    samples_per_prompt: int = 4,
+    *,
+    max_new_tokens: int = 80,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    stop: str | None = "\n",
+    max_rows: int = 512,
+    progress: bool = True,
+    return_samples: bool = False,
+):
+    """Sampled continuations under each named setting (e.g. `grid_settings`), scored by several
+    scorers at once: the way to measure that two directions added together steer two
+    properties. One row per setting: for each scorer ``{name}_mean`` and
+    ``{name}_frac_positive`` (the share scored > 0), then ``perplexity`` under the unsteered
+    model and ``n``. None as a setting is the unsteered model."""
+    import pandas as pd
+
+    prompts = _check_prompts(model, prompts)
+    if not settings:
+        raise SteeringError("no settings given: pass {name: Steering or None}")
+    if not scorers:
+        raise SteeringError("no scorers given: pass {name: 'words' | 'vader' | a function text -> score}")
+    if not isinstance(samples_per_prompt, int) or samples_per_prompt < 1:
+        raise SteeringError(f"samples_per_prompt must be a positive int, got {samples_per_prompt!r}")
+    score = {name: get_scorer(sc)[1] for name, sc in scorers.items()}
+    names = list(settings)
+    steerings = [as_steering(settings[n]) if settings[n] is not None else None for n in names]
+    for name, st in zip(names, steerings):
+        if isinstance(st, RowSteering):
+            raise SteeringError(f"setting {name!r} is a RowSteering; a setting is one Steering applied to all its rows")
+        if st is not None:
+            st.validate(model)
+    model.eval()
+    sdf = _sample_settings(model, prompts, steerings, samples_per_prompt, score, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=stop, max_rows=max_rows,
+                           progress=progress)
+    sdf.insert(3, "name", [names[i] for i in sdf.setting])
+    rows = []
+    for i, name in enumerate(names):
+        g = sdf[sdf.setting == i]
+        row: dict[str, Any] = {"setting": name}
+        for sc in score:
+            row[f"{sc}_mean"] = float(g[sc].mean())
+            row[f"{sc}_frac_positive"] = float((g[sc] > 0).mean())
+        row["perplexity"] = float(math.exp(g["nll"].sum() / max(int(g["n_tokens"].sum()), 1)))
+        row["n"] = int(len(g))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs.update({"scorers": list(score), "temperature": temperature, "max_new_tokens": max_new_tokens,
+                     "samples_per_prompt": samples_per_prompt, "n_prompts": len(prompts), "stop": stop})
     return (df, sdf) if return_samples else df
 
 

@@ -477,6 +477,27 @@ class SteeringVector:
             raise SteeringError("the cosine of a zero vector is undefined")
         return dot / math.sqrt(na * nb)
 
+    def without(self, other: "SteeringVector") -> "SteeringVector":
+        """This vector minus its projection on `other`, hook by hook (one Gram-Schmidt step): a
+        direction orthogonal to `other`, e.g. a gender direction with no sentiment component,
+        so that adding both steers each property on its own axis."""
+        self._check(other, "project")
+        out = {}
+        for h, t in self.directions.items():
+            b = other.directions.get(h)
+            if b is None:
+                out[h] = t.clone()
+                continue
+            if t.dim() == 2 or b.dim() == 2:
+                raise SteeringError(f"without() needs one direction per hook; {h} holds a position-aligned vector")
+            nb = float(b.pow(2).sum())
+            if nb == 0:
+                raise SteeringError(f"{other.label!r} is zero at {h}: there is no direction to remove")
+            out[h] = t - (float((t * b).sum()) / nb) * b
+        label = f"{self.label} without {other.label}"
+        prov = {"method": "arithmetic", "expression": label, "parts": [self.provenance, other.provenance]}
+        return self._like(out, provenance=prov, label=label)
+
     def allclose(self, other: "SteeringVector", rtol: float = 1e-5, atol: float = 1e-6) -> bool:
         """Same hooks and (numerically) the same directions."""
         if set(self.directions) != set(other.directions):

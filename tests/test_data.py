@@ -20,6 +20,7 @@ from nanolens.models.sentiment import (
     generate_story,
     is_held_out,
     neutral_openings,
+    pronoun_gender,
     score_sentiment,
     story_prefix_to_decision,
     story_prefix_to_reveal,
@@ -169,6 +170,32 @@ def test_neutral_openings_are_held_out_neutral_and_deterministic(big):
         assert score_sentiment(opening) == 0.0
         assert opening.endswith(".") and story_prefix_to_decision(opening) == len(opening)
     assert neutral_openings(0) == []
+
+
+def test_gender_pairs_change_only_the_hero():
+    from nanolens.steering.directions import gender_pairs
+
+    women, men = gender_pairs(40, seed=3)
+    assert len(women) == len(men) == 40 and (women, men) == gender_pairs(40, seed=3)
+    assert [score_sentiment(w) > 0 for w in women] == [i % 2 == 0 for i in range(40)]  # labels alternate
+    for w, m in zip(women, men):
+        hero = lambda t: re.search(r", ([A-Z][a-z]+) ", t).group(1)  # noqa: E731  (the opening names the hero)
+        assert hero(w) in sentiment.FEMALE and hero(m) in sentiment.MALE
+        assert score_sentiment(w) == score_sentiment(m)
+        # the same story: equal once names and pronouns are masked
+        mask = lambda t: re.sub(r"\b(she|he|her|him|his|[A-Z][a-z]+)\b", "_", t)  # noqa: E731
+        assert mask(w) == mask(m)
+    short_women, _ = gender_pairs(3, seed=3, max_chars=50)
+    assert short_women == [w[-50:] for w in women[:3]]
+    with pytest.raises(CorpusError, match="unknown name"):
+        generate_story("positive", 0, hero="Zed")
+
+
+def test_pronoun_gender():
+    assert pronoun_gender("Then she smiled at him.") == 1.0
+    assert pronoun_gender("His dog barked; she laughed.") == -1.0
+    assert pronoun_gender("The sky was grey.") == 0.0
+    assert pronoun_gender("There were others.") == 0.0  # 'her' inside a word does not count
 
 
 def test_story_prefix_helpers_reject_non_stories():

@@ -25,7 +25,8 @@ def demo(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_quick_writes_the_report_plots_and_vectors(demo):
     report = (demo / "report.md").read_text(encoding="utf-8")
-    for section in ("## Model and training", "## Probes", "## Directions", "## Steering held-out openings", "### Samples"):
+    for section in ("## Model and training", "## Probes", "## Directions", "## Steering held-out openings", "### Samples",
+                    "### Confirmation on fresh openings", "## Vector arithmetic: two directions at once"):
         assert section in report
     for column in ("frac_pos_at_neg", "frac_pos_unsteered", "frac_pos_at_pos", "ppl_at_pos", "max_move"):
         assert column in report
@@ -37,6 +38,15 @@ def test_demo_quick_writes_the_report_plots_and_vectors(demo):
     assert summary["best"]["method"] in ("contrast_pair", "mean_difference", "pca", "probe")
     assert {row["method"] for row in summary["summary"]} >= {"mean_difference", "random"}
     assert summary["seconds"] > 0 and summary["train"]["iters"] > 0
+    # the confirmation: unsteered, the best method at both coefficients, 2 random draws at both, the pooled draws
+    confirm = summary["confirmation"]
+    assert [r["setting"] for r in confirm][:3] == ["unsteered", f"{summary['best']['method']} {summary['best']['neg_coeff']:+g}",
+                                                   f"{summary['best']['method']} {summary['best']['pos_coeff']:+g}"]
+    assert len(confirm) == 3 + 2 * 2 + 2 and confirm[-1]["setting"] == "random (mean of 2)"
+    assert 0 <= summary["control_move_at_best_coeffs"] <= 1
+    two = summary["two_directions"]
+    assert len(two["table"]) == 9 and abs(two["cos_after"]) < 1e-5
+    assert {"positive_frac_positive", "female_frac_positive", "perplexity"} <= set(two["table"][0])
     assert list((demo / "vectors").glob("mean_difference_L1.safetensors"))
     assert (demo / "run" / "last" / "config.json").is_file()
 
@@ -82,19 +92,3 @@ def test_demo_quick_on_shakespeare_scores_with_vader(tmp_path, monkeypatch):
     methods = {row["method"] for row in summary["summary"]}
     assert {"mean_difference", "pca", "random"} <= methods, (methods, summary["notes"])  # read as the mean over each line
     assert "vader" in (tmp_path / "report.md").read_text(encoding="utf-8")
-
-
-def test_random_draws_pool_into_one_control_row():
-    import pandas as pd
-
-    from nanolens.steering.demo import pool_random_draws
-
-    rows = [("unsteered", "-", 0.0, 0.5, 4)]
-    rows += [(m, 1, c, f, 4) for m, fs in (("random", (0.4, 0.6)), ("random_2", (0.6, 0.8)), ("random_3", (0.5, 0.7)))
-             for c, f in zip((-1.0, 1.0), fs)]
-    rows += [("mean_difference", 1, -1.0, 0.0, 4), ("mean_difference", 1, 1.0, 1.0, 4)]
-    df = pd.DataFrame(rows, columns=["method", "layer", "coeff", "frac_positive", "n"])
-    pooled = pool_random_draws(df)
-    control = pooled[pooled.method == "random"].sort_values("coeff")
-    assert list(control.frac_positive.round(6)) == [0.5, 0.7] and list(control.n) == [12, 12]
-    assert set(pooled.method) == {"unsteered", "random", "mean_difference"} and pooled.attrs["random_draws"] == 3

@@ -35,7 +35,14 @@ from nanolens.steering import (
     sweep,
     top_tokens,
 )
-from nanolens.steering.evaluate import continuation_perplexity, plot_layer_heatmap, plot_sentiment_vs_coeff, summarize_sweep
+from nanolens.steering.evaluate import (
+    continuation_perplexity,
+    evaluate_settings,
+    grid_settings,
+    plot_layer_heatmap,
+    plot_sentiment_vs_coeff,
+    summarize_sweep,
+)
 
 ALPHABET = "abcdefghij .\n"
 H0, H1 = "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"
@@ -564,6 +571,55 @@ def test_two_directions_at_once_steer_two_properties(mood_model):
     assert both[0] > base[0] + 0.2 and both[1] > base[1] + 0.3, (base, both)
     assert only_mood[0] > base[0] + 0.2 and only_mood[1] < base[1] + 0.2, (base, only_mood)
     assert only_case[1] > base[1] + 0.3, (base, only_case)
+
+
+def _upper_score(text: str) -> float:
+    letters = [c for c in text if c.isalpha()]
+    return 0.0 if not letters else 2 * sum(c.isupper() for c in letters) / len(letters) - 1
+
+
+def test_two_directions_added_together_steer_both_properties_in_sampled_text(mood_model):
+    """The same on sampled text, through grid_settings + evaluate_settings: every combination of
+    a mood and a case coefficient (the case direction without its mood component), each
+    continuation scored for both properties."""
+    m = mood_model
+    happy = [_line(n, (a, b), up) for n in NAMES for a in HAPPY for b in HAPPY for up in (False, True)]
+    sad = [_line(n, (a, b), up) for n in NAMES for a in SAD for b in SAD for up in (False, True)]
+    upper = [_line(n, (a, b), True) for n in NAMES for ws in (HAPPY, SAD) for a in ws for b in ws]
+    lower = [_line(n, (a, b), False) for n in NAMES for ws in (HAPPY, SAD) for a in ws for b in ws]
+    mood = mean_difference(m, happy, sad, 1, position="mean", norm_texts=happy + sad)
+    case = mean_difference(m, upper, lower, 1, position="mean", norm_texts=happy + sad).without(mood)
+    assert abs(case.cosine(mood)) < 1e-5
+    settings = grid_settings({"mood": mood, "case": case}, {"mood": [-0.5, 0.0, 0.5], "case": [0.0, 0.5]})
+    assert list(settings) == ["mood=-0.5 case=+0", "mood=-0.5 case=+0.5", "unsteered", "mood=+0 case=+0.5",
+                              "mood=+0.5 case=+0", "mood=+0.5 case=+0.5"]
+    assert settings["unsteered"] is None and len(settings["mood=+0.5 case=+0.5"].terms) == 2
+    df = evaluate_settings(m, ["ann is ", "eve is "], settings, {"mood": _mood_score, "upper": _upper_score},
+                           samples_per_prompt=16, max_new_tokens=12, temperature=1.0, seed=0, progress=False)
+    assert list(df.columns) == ["setting", "mood_mean", "mood_frac_positive", "upper_mean", "upper_frac_positive",
+                                "perplexity", "n"]
+    assert (df.n == 32).all() and (df.perplexity > 1).all()
+    row = df.set_index("setting")
+    base = row.loc["unsteered"]
+    for case_c in ("+0", "+0.5"):  # the mood follows its coefficient with or without the case direction
+        assert row.loc[f"mood=+0.5 case={case_c}"].mood_mean > base.mood_mean + 0.2, df
+        assert row.loc[f"mood=-0.5 case={case_c}"].mood_mean < base.mood_mean - 0.2, df
+    for mood_c in ("-0.5", "+0", "+0.5"):  # and the case follows its own, whatever the mood does
+        without_case = base if mood_c == "+0" else row.loc[f"mood={mood_c} case=+0"]
+        assert row.loc[f"mood={mood_c} case=+0.5"].upper_mean > without_case.upper_mean + 0.5, df
+    with pytest.raises(SteeringError, match="no coefficients for case"):
+        grid_settings({"mood": mood, "case": case}, {"mood": [1.0]})
+
+
+def test_without_removes_the_projection(model):
+    a, b = _vec(model, seed=1), _vec(model, seed=2)
+    c = a.without(b)
+    ta, tb = a.to_tensor(), b.to_tensor()
+    assert torch.allclose(c.to_tensor(), ta - (ta @ tb) / (tb @ tb) * tb, atol=1e-6)
+    assert abs(c.cosine(b)) < 1e-6 and c.provenance["method"] == "arithmetic"
+    assert c.without(b).allclose(c, atol=1e-6)  # nothing left to remove
+    with pytest.raises(SteeringError, match="zero"):
+        a.without(b * 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
