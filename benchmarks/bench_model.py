@@ -11,7 +11,11 @@ Rows (every number is measured in this run, on this machine):
    present and unused, against the *same* model object (same weights, same optimizer) with every
    `HookPoint` swapped in place for a plain `nn.Identity`.
 2. Greedy decode of 256 new tokens (block 256, batch 1) with the KV cache, against re-running the
-   whole context every step (nanoGPT's way: `use_kv_cache=False`).
+   whole context every step (nanoGPT's way: `use_kv_cache=False`): at the CPU recipe's width
+   (4 layers, 128 wide), and again at nanoGPT's own tiny-Shakespeare model, the one whose
+   context is block 256 (`config/train_shakespeare_char.py`: 6 layers, 6 heads, 384 wide). At
+   128 wide a decode step is mostly Python and dispatch overhead, which a cache cannot remove
+   (`--decode-floor` times a bare-tensor decoder of the same weights to show that ceiling).
 3. `run_with_cache` restricted to the residual stream (`hook_resid_pre/mid/post`) against a plain
    forward on the same batch, both under `torch.no_grad()`.
 4. Row 2's cached decode with a steering vector added to the middle layer's residual stream at
@@ -179,17 +183,19 @@ def bench_train(args: argparse.Namespace) -> Row:
 
 
 # ---- row 2: decode with and without the KV cache ------------------------------------------------
-def decode_model(args: argparse.Namespace) -> GPT:
-    """The model rows 2 and 4 decode with: the gpt2 preset at the --decode-* sizes, seeded."""
+# nanoGPT's own tiny-Shakespeare model (config/train_shakespeare_char.py), whose context is block 256
+SHAKESPEARE_CHAR = {"n_layer": 6, "n_head": 6, "n_embd": 384}
+
+
+def decode_model(args: argparse.Namespace, size: dict[str, int] | None = None) -> GPT:
+    """The model rows 2 and 4 decode with: the gpt2 preset at the --decode-* sizes (or `size`), seeded."""
     torch.manual_seed(0)
-    config = preset_config(
-        "gpt2", block_size=args.decode_block, n_layer=args.decode_n_layer, n_embd=args.decode_n_embd, vocab_size=65, dropout=0.0
-    )
-    return GPT(config).eval()
+    size = size or {"n_layer": args.decode_n_layer, "n_head": args.decode_n_head, "n_embd": args.decode_n_embd}
+    return GPT(preset_config("gpt2", block_size=args.decode_block, vocab_size=65, dropout=0.0, **size)).eval()
 
 
-def bench_decode(args: argparse.Namespace) -> Row:
-    model = decode_model(args)
+def bench_decode(args: argparse.Namespace, size: dict[str, int] | None = None) -> Row:
+    model = decode_model(args, size)
     config = model.config
     prompt = torch.zeros(1, 1, dtype=torch.long)
     n = args.decode_tokens
@@ -205,14 +211,15 @@ def bench_decode(args: argparse.Namespace) -> Row:
         side("cached", lambda: model.generate(prompt, n, temperature=0, use_kv_cache=True)),
         side("uncached", lambda: model.generate(prompt, n, temperature=0, use_kv_cache=False)),
     ]
-    floor = args.decode_floor and n <= config.block_size  # the bare decoder below never crops its cache
+    floor = args.decode_floor and size is None and n <= config.block_size  # the bare decoder never crops its cache
     if floor:
         sides += [side("bare_cached", lambda: bare_generate(model, prompt, n, True)),
                   side("bare_uncached", lambda: bare_generate(model, prompt, n, False))]
     for _ in range(args.warmup):
         for s in sides:
             s.run()
-    times = interleaved(*sides, rounds=args.decode_rounds)
+    # the 384-wide model re-runs its context for ~15 s a generation: fewer rounds (its ratio is far from the goal line)
+    times = interleaved(*sides, rounds=args.decode_rounds if size is None else max(2, args.decode_rounds // 4))
     t_ours, t_ref = times[0], times[1]
     same = torch.equal(out["cached"], out["uncached"])
     ratios = paired_ratios(t_ref, t_ours)
@@ -228,8 +235,9 @@ def bench_decode(args: argparse.Namespace) -> Row:
             f"{share:.0%} of that bare cached speed."
         )
     return Row(
-        what=f"decode tok/s, {n} new tokens, greedy, gpt2 {config.n_layer}L/{config.n_head}H/{config.n_embd}, "
-        f"block {args.decode_block}, batch 1: KV cache vs "
+        what=f"decode tok/s, {n} new tokens, greedy, gpt2 {config.n_layer}L/{config.n_head}H/{config.n_embd}"
+        + (" (nanoGPT's shakespeare_char model)" if size == SHAKESPEARE_CHAR else "")
+        + f", block {args.decode_block}, batch 1: KV cache vs "
         "re-running the whole context (use_kv_cache=False)" + ("" if same else " [TOKENS DIFFER]"),
         ours=f"{n / statistics.median(t_ours):,.1f}",
         reference=f"{n / statistics.median(t_ref):,.1f}",
@@ -255,7 +263,7 @@ def bench_steering(args: argparse.Namespace) -> Row:
     for _ in range(args.warmup):
         for side in sides:
             side.run()
-    t_steered, t_plain = interleaved(*sides, rounds=args.decode_rounds)
+    t_steered, t_plain = interleaved(*sides, rounds=args.decode_rounds)  # ~0.5 s a side: cheap to repeat
     ratios = paired_ratios(t_plain, t_steered)  # steered speed relative to plain
     return Row(
         what=f"decode tok/s with a steering vector at layer {layer} (every position, KV cache), {n} new tokens, same "
@@ -390,15 +398,19 @@ def table(rows: list[Row]) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: same rows with tiny sizes and repeats")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may use)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1, as bench_train.py: with other processes on the same cores, extra "
+                   "threads spin-wait and the timings turn to noise)")
     p.add_argument("--rounds", type=int, default=None, help="alternating timing rounds for rows 1 and 3 (default 24)")
-    p.add_argument("--decode-rounds", type=int, default=None, help="timing rounds for row 2 (default 6)")
+    p.add_argument("--decode-rounds", type=int, default=None,
+                   help="timing rounds for the decode rows (default 16; a quarter of that for the 384-wide model)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up repeats of each side (default 2)")
     p.add_argument("--batch", type=int, default=12, help="batch size of rows 1 and 3 (nanoGPT's CPU recipe: 12)")
     p.add_argument("--train-steps", type=int, default=None, help="training steps per timed trial (default 5)")
     p.add_argument("--decode-tokens", type=int, default=None, help="new tokens per generation (default 256)")
     p.add_argument("--decode-block", type=int, default=256, help="block_size of the decode model (default 256)")
     p.add_argument("--decode-n-layer", type=int, default=4, help="layers of the decode model (default 4)")
+    p.add_argument("--decode-n-head", type=int, default=4, help="heads of the decode model (default 4)")
     p.add_argument("--decode-n-embd", type=int, default=128, help="width of the decode model (default 128)")
     p.add_argument("--decode-floor", action="store_true",
                    help="also time a bare-tensor decoder with the same weights (no modules or hooks) and print "
@@ -409,7 +421,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.notes = []
     quick = args.quick
-    defaults = dict(rounds=(2, 24), decode_rounds=(2, 6), warmup=(1, 2), train_steps=(2, 5), decode_tokens=(16, 256), cache_iters=(2, 10))
+    defaults = dict(rounds=(2, 24), decode_rounds=(2, 16), warmup=(1, 2), train_steps=(2, 5), decode_tokens=(16, 256), cache_iters=(2, 10))
     for name, (q, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, q if quick else full)
@@ -418,13 +430,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads or available_cores())
+    torch.set_num_threads(args.threads)
     head = header(args)
     for line in head:
         print(line, flush=True)
     rows = []
-    for name, bench in (("training step", bench_train), ("decode", bench_decode), ("run_with_cache", bench_cache),
-                        ("steered decode", bench_steering)):
+    benches = (("training step", bench_train), ("decode", bench_decode),
+               ("decode, nanoGPT's shakespeare_char size", lambda a: bench_decode(a, SHAKESPEARE_CHAR)),
+               ("run_with_cache", bench_cache), ("steered decode", bench_steering))
+    for name, bench in benches:
         print(f"... {name}", file=sys.stderr, flush=True)
         rows.append(bench(args))
     lines = table(rows) + ([""] + args.notes if args.notes else [])

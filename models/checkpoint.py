@@ -34,6 +34,18 @@ class CheckpointError(ValueError):
     """A checkpoint directory or file that cannot be loaded; the message says what to do."""
 
 
+def model_dir(path: str | Path) -> Path:
+    """A model directory: `path` itself when it holds a config, else a run directory's best/
+    (then last/). What every command's `--ckpt` accepts."""
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file():
+        return path
+    for name in ("best", "last"):
+        if (path / name / CONFIG_FILE).is_file():
+            return path / name
+    raise FileNotFoundError(f"{path}: no {CONFIG_FILE} there (nor in best/ or last/); give a checkpoint or run directory")
+
+
 @contextmanager
 def atomic_directory(destination: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces `destination` whole.

@@ -236,17 +236,6 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def run_checkpoint(path: str | Path) -> Path:
-    """A model directory: `path` itself, or a run directory's best/ (then last/)."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    for name in ("best", "last"):
-        if (path / name / "config.json").is_file():
-            return path / name
-    raise FileNotFoundError(f"{path}: no config.json there (nor in best/ or last/); give a checkpoint or run directory")
-
-
 # ---------------------------------------------------------------------------------------------
 # the loop of the reward model and DPO
 # ---------------------------------------------------------------------------------------------

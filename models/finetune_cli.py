@@ -53,11 +53,11 @@ def _train_config(args: argparse.Namespace, stage: str):
 
 
 def _load(path: str, device: str = "auto"):
-    from .finetune import run_checkpoint
+    from .checkpoint import model_dir
     from .gpt import GPT
     from .trainer import resolve_device
 
-    return GPT.load(run_checkpoint(path), device=resolve_device(device)).eval()
+    return GPT.load(model_dir(path), device=resolve_device(device)).eval()
 
 
 def _template(args: argparse.Namespace, model: Any, default: str | None = None):

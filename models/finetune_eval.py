@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .finetune import count_tokens, read_summary, run_checkpoint, sample_responses, write_summary
+from .checkpoint import model_dir
+from .finetune import count_tokens, read_summary, sample_responses, write_summary
 from .finetune_data import Template, heldout_prompts, pad
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ def compare(base: "GPT", runs: Mapping[str, str | Path], *, plan: ComparePlan | 
 
     add("base", base, {})
     if "sft" in runs:
-        add("base + SFT template", base, {}, template=Template.of(GPT.load(run_checkpoint(runs["sft"]))))
+        add("base + SFT template", base, {}, template=Template.of(GPT.load(model_dir(runs["sft"]))))
     if steering is not None:
         info = dict(steering_info or {})
         label = f"steered ({info.get('method', 'vector')}, layer {info.get('layer', '?')}, coeff {info.get('coeff', '?')})"
@@ -273,7 +274,7 @@ def compare(base: "GPT", runs: Mapping[str, str | Path], *, plan: ComparePlan | 
         summary = read_summary(run)
         compute = {"seconds": summary.get("seconds", 0.0) + summary.get("reward_seconds", 0.0),
                    "tokens": (summary.get("tokens") or 0) + (summary.get("reward_tokens") or 0)}
-        add(name, GPT.load(run_checkpoint(run), device=base.device), compute)
+        add(name, GPT.load(model_dir(run), device=base.device), compute)
     table = pd.DataFrame(rows)
     base_ppl = table.perplexity.iloc[0]
     table["nll_rise"] = [math.log(p / base_ppl) if p > 0 and base_ppl > 0 else float("nan") for p in table.perplexity]
@@ -330,7 +331,7 @@ def run_comparison(base_ckpt: str | Path, out: str | Path, *, plan: ComparePlan 
     plan = plan or ComparePlan()
     device = resolve_device(device)
     out = Path(out)
-    base = GPT.load(run_checkpoint(base_ckpt), device=device).eval()
+    base = GPT.load(model_dir(base_ckpt), device=device).eval()
     configs = stage_configs(plan, device, seed, progress)
     done = dict(runs or {})
     for stage in STAGES:

@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, atomic_directory, load_model, write_model_files
-from .finetune import RunLog, count_tokens, fit, plot_curves, run_checkpoint, write_summary
+from .checkpoint import model_dir
+from .finetune import RunLog, count_tokens, fit, plot_curves, write_summary
 from .finetune_data import Preference, PreferenceExample, Template, encode_preferences, pad, split_examples
 from .trainer import TrainConfig, resolve_device
 
@@ -99,7 +100,7 @@ class RewardModel(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> "RewardModel":
         """Read a reward model written by `save` (or a run directory holding one in last/)."""
-        directory = run_checkpoint(directory)
+        directory = model_dir(directory)
         if not (directory / HEAD_FILE).is_file():
             raise CheckpointError(f"{directory} holds no {HEAD_FILE}: it is a language model, not a reward model "
                                   "(train one with `nanolens finetune reward`)")

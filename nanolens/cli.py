@@ -192,25 +192,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if summary is not None else 1
 
 
-def _probe_checkpoint(path: str):
-    """A checkpoint directory, or a run directory holding best/ (then last/)."""
-    from pathlib import Path
-
-    ckpt = Path(path)
-    if not (ckpt / "config.json").is_file():
-        for name in ("best", "last"):
-            if (ckpt / name / "config.json").is_file():
-                return ckpt / name
-    return ckpt
-
-
 def cmd_probe(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nanolens.models import GPT
     from nanolens.probes import LabelledTexts, LinearProbe, format_table, plot_probe_layers, probe_layers
 
-    ckpt = _probe_checkpoint(args.ckpt)
+    from nanolens.models.checkpoint import model_dir
+
+    ckpt = model_dir(args.ckpt)
     model = GPT.load(ckpt, device=pick_device(args.device))
     block = model.config.block_size
     if args.dataset == "sentiment":

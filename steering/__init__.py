@@ -17,7 +17,7 @@ _EXPORTS = {
     "SteeringVector": "vector", "SteeringError": "vector", "model_fingerprint": "vector",
     "measure_scales": "vector", "weights_hash": "vector",
     "contrast_pair": "directions", "mean_difference": "directions", "pca_direction": "directions",
-    "probe_direction": "directions", "random_direction": "directions", "sentiment_pairs": "directions",
+    "probe_direction": "directions", "random_direction": "directions", "sentiment_pairs": "directions", "gender_pairs": "directions",
     "hook_name": "directions",
     "Steering": "apply", "RowSteering": "apply", "SteeringReport": "apply", "steer": "apply",
     "POSITION_MODES": "apply",
@@ -26,6 +26,7 @@ _EXPORTS = {
     "sweep": "evaluate", "SCORERS": "evaluate", "get_scorer": "evaluate", "words_scorer": "evaluate",
     "vader_scorer": "evaluate", "plot_sentiment_vs_coeff": "evaluate", "plot_layer_heatmap": "evaluate",
     "summarize_sweep": "evaluate", "continuation_perplexity": "evaluate", "val_loss_rise": "evaluate",
+    "grid_settings": "evaluate", "evaluate_settings": "evaluate",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -60,6 +60,8 @@ class DemoPlan:
     read: str = "sentence"  # where mean-diff / PCA read the pairs: the reveal "sentence" (mean over it) or "last" token
     temperature: float = 0.8
     val_windows: int = 16
+    choose_low: float = 0.05  # each method's coefficients: the smallest reaching <= 5% / >= 95% positive
+    choose_high: float = 0.95
     control_draws: int = 4  # the confirmation's control: this many random directions of equal norm (one draw is noisy)
     confirm_prompts: int = 24  # fresh held-out openings for the confirmation of the best method
     confirm_samples: int = 4
@@ -433,13 +435,15 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     # 5b. sampled continuations of held-out neutral openings at those layers
     # up to twice the range: the teacher-forced cost is a cautious proxy, and the table should
     # show where sampled text reaches the target and where it breaks
-    coeffs = [c_max * f for f in (-2.0, -1.75, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 1.75, 2.0)]
+    coeffs = [c_max * f for f in (-2.0, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 2.0)]
     report_vectors = {m: {chosen[m]: vectors[m][chosen[m]]} for m in vectors if chosen.get(m) in vectors[m]}
     sampling = dict(max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, stop=stop, progress=progress)
     result, samples = sweep(model, report_prompts, report_vectors, coeffs, samples_per_prompt=plan.report_samples,
                             scorer=scorer, seed=seed + 1, val_text=train_info["val_text"], val_windows=plan.val_windows,
                             return_samples=True, **sampling)
-    summary = summarize_sweep(result)
+    # the coefficients are read off a few dozen samples: aim for 5% / 95% so that the 10% / 90%
+    # target still holds on fresh openings (a bare first hit is often luck)
+    summary = summarize_sweep(result, target_high=plan.choose_high, target_low=plan.choose_low)
     steered = summary[summary.method != "random"]
     swing = steered.frac_pos_at_pos - steered.frac_pos_at_neg
     best = steered.loc[swing.idxmax()] if len(steered) else summary.iloc[0]
@@ -454,7 +458,7 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     # 5d. vector arithmetic: the sentiment plus a second, independent direction (the hero's gender)
     both, both_info = None, {}
     if data == "sentiment":
-        g_layer = model.config.n_layer - 1
+        g_layer = model.config.n_layer - 1  # which pronoun comes next is decided late: the last block's input
         there = vectors.get(best_method, {}).get(g_layer) or vectors["mean_difference"][g_layer]
         both, both_info = two_directions(model, report_prompts, best_vec, there, g_layer, float(best["neg_coeff"]),
                                          float(best["pos_coeff"]), plan.gender_pairs, plan.report_samples, scorer,
@@ -517,7 +521,9 @@ def _load_demo_model(ckpt: str | Path, text: str, device: str) -> tuple[Any, dic
 
     from nanolens.models import GPT
 
-    path = _checkpoint(str(ckpt))
+    from nanolens.models.checkpoint import model_dir
+
+    path = model_dir(ckpt)
     model = GPT.load(path, device=device).eval()
     val_text = text[len(text) - int(round(len(text) * 0.1)):]
     ids = torch.tensor(model.tokenizer.encode(val_text[:200_000]), dtype=torch.long)
@@ -561,14 +567,17 @@ def confirm_with_control(model: Any, prompts: list[str], vector: Any, neg: float
     norm at the same coefficients, on fresh prompts: the check that the effect belongs to the
     direction and not to the size of the push. Returns the table (one row per setting, the
     random draws also pooled into a ``random (mean of k)`` row) and how far that pooled control
-    moves the positive fraction at either coefficient."""
+    moves the positive fraction at either coefficient. The unsteered row gets as many samples
+    as the pooled control, so their difference is not mostly the baseline's sampling noise."""
     import pandas as pd
 
     from .apply import Steering
     from .directions import random_direction
     from .evaluate import evaluate_settings
 
-    settings: dict[str, Any] = {"unsteered": None}
+    baseline = evaluate_settings(model, prompts, {"unsteered": None}, {"sentiment": scorer},
+                                 samples_per_prompt=samples * max(1, draws), **sampling)
+    settings: dict[str, Any] = {}
     for c in (neg, pos):
         settings[f"{vector.label} {c:+g}"] = Steering(vector, coeff=c, relative=True)
     randoms = [random_direction(like=vector, seed=7919 * k + 1, label=f"random_{k}") for k in range(1, draws + 1)]
@@ -576,6 +585,7 @@ def confirm_with_control(model: Any, prompts: list[str], vector: Any, neg: float
         for c in (neg, pos):
             settings[f"{r.label} {c:+g}"] = Steering(r, coeff=c, relative=True)
     df = evaluate_settings(model, prompts, settings, {"sentiment": scorer}, samples_per_prompt=samples, **sampling)
+    df = pd.concat([baseline, df], ignore_index=True)
     df.insert(1, "coeff", [0.0, neg, pos] + [neg, pos] * draws)
     is_random = df.setting.str.startswith("random_")
     pooled = df[is_random].groupby("coeff", as_index=False).mean(numeric_only=True)
@@ -595,7 +605,8 @@ def two_directions(model: Any, prompts: list[str], sentiment: Any, sentiment_the
     The second direction is the hero's gender (mean difference over `gender_pairs`, read over
     whole stories, cropped to the context) at `layer`, minus its component along
     `sentiment_there` (the sentiment direction at that layer), so it carries no sentiment of its
-    own. Returns the table and the gender direction's cosine with the sentiment before and after."""
+    own. The sentiment goes in at `neg` / `pos`, the gender at +-g, g the mean of their sizes.
+    Returns the table and the gender direction's cosine with the sentiment before and after."""
     from nanolens.models.sentiment import pronoun_gender
 
     from .directions import gender_pairs, mean_difference
@@ -605,10 +616,24 @@ def two_directions(model: Any, prompts: list[str], sentiment: Any, sentiment_the
     raw = mean_difference(model, women, men, layer, position="mean", label="gender")
     gender = raw.without(sentiment_there)
     gender.label = "gender"
-    info = {"layer": layer, "cos_before": raw.cosine(sentiment_there), "cos_after": gender.cosine(sentiment_there)}
-    settings = grid_settings({"sentiment": sentiment, "gender": gender}, {"sentiment": [neg, 0.0, pos], "gender": [neg, 0.0, pos]})
+    g = round((abs(neg) + abs(pos)) / 2, 6)
+    info = {"layer": layer, "coeff": g, "cos_before": raw.cosine(sentiment_there), "cos_after": gender.cosine(sentiment_there)}
+    settings = grid_settings({"sentiment": sentiment, "gender": gender}, {"sentiment": [neg, 0.0, pos], "gender": [-g, 0.0, g]})
     df = evaluate_settings(model, prompts, settings, {"positive": scorer, "female": pronoun_gender},
                            samples_per_prompt=samples, **sampling)
+    frac = df.set_index("setting")
+
+    def at(cs: float, cg: float, column: str) -> float:
+        name = "unsteered" if cs == 0 and cg == 0 else f"sentiment={cs:+g} gender={cg:+g}"
+        return float(frac.loc[name, column])
+
+    # each direction's own effect with the other held at each of its values
+    info["swings"] = [{"held": f"sentiment {cs:+g}", "moved": f"gender {-g:+g} -> {g:+g}", "property": "female fraction",
+                       "change": at(cs, g, "female_frac_positive") - at(cs, -g, "female_frac_positive")}
+                      for cs in (neg, 0.0, pos)]
+    info["swings"] += [{"held": f"gender {cg:+g}", "moved": f"sentiment {neg:+g} -> {pos:+g}", "property": "positive fraction",
+                        "change": at(pos, cg, "positive_frac_positive") - at(neg, cg, "positive_frac_positive")}
+                       for cg in (-g, 0.0, g)]
     return df, info
 
 
@@ -741,8 +766,9 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         f"tokens at temperature {plan.temperature}, cut at the end of the story, scored with the `{scorer}` "
         "scorer. Coefficients are in units of the layer's typical residual-stream norm (relative), added at every "
         "position (prompt and generated). `frac_pos_*` is the share of continuations scored positive at the "
-        "chosen negative coefficient / unsteered / the chosen positive coefficient (the smallest reaching <= 10% / "
-        ">= 90%, else the most extreme); `ppl_*` is the perplexity of the continuations under the unsteered model; "
+        "chosen negative coefficient / unsteered / the chosen positive coefficient (the smallest reaching "
+        f"<= {plan.choose_low:.0%} / >= {plan.choose_high:.0%}, else the most extreme: a margin over the 10% / 90% "
+        "target, which the confirmation below checks on fresh openings); `ppl_*` is the perplexity of the continuations under the unsteered model; "
         "`val_rise_*` the rise in val loss on held-out corpus text with the vector applied; `max_move` the largest "
         "change of the positive fraction over all coefficients (the random control should keep it small).", "",
         markdown_table(summary, cols), "",
@@ -758,6 +784,7 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         f"The pooled random control moves the positive fraction by at most **{measured['control_move_at_best_coeffs']:.3f}** "
         "from the unsteered row (single draws vary more: a random direction is not orthogonal to everything the model "
         "cares about).", "",
+        _verdict(measured["confirmation"], measured["control_move_at_best_coeffs"]), "",
         *(_two_directions_section(measured["two_directions"], best) if measured.get("two_directions") else []),
         "All settings (report prompts):", "", markdown_table(result, sweep_cols), "",
         "### Choosing the layer and the coefficients", "",
@@ -776,10 +803,22 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         "## Reproduce", "",
         "```", f"nanolens demo --out {out}" + (" --quick" if measured["quick"] else "") +
         (f" --data {measured['data']}" if measured["data"] != "sentiment" else ""),
-        f"nanolens steer --ckpt {out / 'run'} --method mean-diff --dataset {measured['data']} --layer "
-        f"{best['layer']} --coeff {best['pos_coeff']:g} --relative", "```", "",
+        f"nanolens steer --ckpt {out / 'run'} --vector {out / 'vectors' / (best['method'] + '_L' + str(best['layer']))} "
+        f"--coeff {best['pos_coeff']:g} --relative", "```", "",
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _verdict(confirmation: list[dict], control_move: float) -> str:
+    """The steering targets, judged on the confirmation rows: the best method at its negative
+    coefficient (row 1) and positive one (row 2), and the pooled random control."""
+    neg, pos = confirmation[1], confirmation[2]
+    checks = [(f"positive fraction at {neg['coeff']:+g}", neg["sentiment_frac_positive"], "<=", 0.10),
+              (f"positive fraction at {pos['coeff']:+g}", pos["sentiment_frac_positive"], ">=", 0.90),
+              ("random control's largest move", control_move, "<=", 0.10)]
+    parts = [f"{what} {value:.3f} ({op} {goal:.2f}: {'met' if (value <= goal if op == '<=' else value >= goal) else 'missed'})"
+             for what, value, op, goal in checks]
+    return "Targets on these fresh openings: " + "; ".join(parts) + "."
 
 
 def _two_directions_section(two: dict, best: dict) -> list[str]:
@@ -792,10 +831,14 @@ def _two_directions_section(two: dict, best: dict) -> list[str]:
         f"A second direction, independent of the sentiment: the hero's gender (mean difference over "
         f"`gender_pairs`, the same stories told with a heroine and with a hero), at layer {two['layer']}, minus its "
         f"component along the sentiment direction there (`gender.without(sentiment)`: cosine {two['cos_before']:+.3f} "
-        f"before, {two['cos_after']:+.3f} after). Both are added together at every combination of "
-        f"{best['neg_coeff']:+g} / 0 / {best['pos_coeff']:+g}; each continuation is scored for its sentiment "
+        f"before, {two['cos_after']:+.3f} after). Both are added together, the sentiment at {best['neg_coeff']:+g} / 0 / "
+        f"{best['pos_coeff']:+g} and the gender at {-two['coeff']:+g} / 0 / {two['coeff']:+g} (the mean size of the "
+        "sentiment's two), every combination; each continuation is scored for its sentiment "
         "(`positive_*`) and for the gender of its first pronoun (`female_*`: +1 she/her, -1 he/him/his).", "",
         markdown_table(pd.DataFrame(two["table"])), "",
+        "Each direction's own effect, with the other held at each of its values (the change of the property it "
+        "steers between its two coefficients):", "",
+        markdown_table(pd.DataFrame(two["swings"])), "",
     ]
 
 
@@ -805,16 +848,6 @@ def _two_directions_section(two: dict, best: dict) -> list[str]:
 METHOD_ALIASES = {"contrast": "contrast_pair", "contrast-pair": "contrast_pair", "actadd": "contrast_pair",
                   "mean-diff": "mean_difference", "mean_diff": "mean_difference", "caa": "mean_difference",
                   "pca": "pca", "repe": "pca", "probe": "probe", "random": "random"}
-
-
-def _checkpoint(path: str) -> Path:
-    ckpt = Path(path)
-    if not (ckpt / "config.json").is_file():
-        for name in ("best", "last"):
-            if (ckpt / name / "config.json").is_file():
-                return ckpt / name
-        raise FileNotFoundError(f"--ckpt {path}: no config.json there (nor in best/ or last/); give a checkpoint or run directory")
-    return ckpt
 
 
 def _labelled_pairs(model: Any, dataset: str, n: int, seed: int) -> tuple[list[str], list[str], str]:
@@ -894,7 +927,9 @@ def steer_command(args: argparse.Namespace) -> int:
     from .evaluate import format_table, plot_layer_heatmap, plot_sentiment_vs_coeff, summarize_sweep, sweep
     from .vector import SteeringVector
 
-    ckpt = _checkpoint(args.ckpt)
+    from nanolens.models.checkpoint import model_dir
+
+    ckpt = model_dir(args.ckpt)
     model = GPT.load(ckpt, device=resolve_device(args.device)).eval()
     n = model.config.n_layer
     layer = args.layer if args.layer is not None else n // 2

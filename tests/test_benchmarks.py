@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_bench_model_quick_prints_the_four_rows(tmp_path):
+def test_bench_model_quick_prints_the_five_rows(tmp_path):
     out = tmp_path / "bench_model.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -30,8 +30,9 @@ def test_bench_model_quick_prints_the_four_rows(tmp_path):
     table = [line for line in lines if line.startswith("|")]
     assert table[0].replace(" ", "") == "|what|ours|reference|ratio|goal|met|", table
     rows = table[2:]
-    assert len(rows) == 4, table
-    for row, words in zip(rows, (("training step", "HookPoints", "nn.Identity"), ("decode", "KV cache"), ("run_with_cache",),
+    assert len(rows) == 5, table
+    for row, words in zip(rows, (("training step", "HookPoints", "nn.Identity"), ("decode", "4L/4H/128", "KV cache"),
+                                 ("decode", "6L/6H/384", "shakespeare_char", "KV cache"), ("run_with_cache",),
                                  ("steering vector", "unsteered"))):
         assert all(word in row for word in words), row
         cells = [c.strip() for c in row.strip("|").split("|")]

@@ -47,6 +47,7 @@ def test_demo_quick_writes_the_report_plots_and_vectors(demo):
     two = summary["two_directions"]
     assert len(two["table"]) == 9 and abs(two["cos_after"]) < 1e-5
     assert {"positive_frac_positive", "female_frac_positive", "perplexity"} <= set(two["table"][0])
+    assert len(two["swings"]) == 6 and all(-1 <= row["change"] <= 1 for row in two["swings"])
     assert list((demo / "vectors").glob("mean_difference_L1.safetensors"))
     assert (demo / "run" / "last" / "config.json").is_file()
 
