@@ -5,7 +5,7 @@
     python benchmarks/ladder.py --rungs bigram,average,one_head
 
 Each rung of `nanolens.models.LADDER` (bigram -> average -> one_head -> multi_head ->
-feed_forward -> residual -> layer_norm -> gpt2 -> modern) is built from its preset at the same
+feed_forward -> deep -> residual -> layer_norm -> gpt2 -> modern) is built from its preset at the same
 width (n_embd 128) and context (block_size 64), initialised from the same seed, and trained by
 the same `Trainer` with the same budget: the same iterations, batch 12, AdamW lr 1e-3 with
 warmup and cosine decay to 1e-4, weight decay 0.1, grad clip 1.0. Training batches are drawn
@@ -55,7 +55,8 @@ ADDS = {
     "one_head": "one attention head that chooses which earlier characters to read",
     "multi_head": "four smaller heads in place of one, each free to look for something else",
     "feed_forward": "an MLP after attention, per-position computation on what was gathered",
-    "residual": "four blocks deep, each adding to a residual stream",
+    "deep": "four of those blocks stacked, each replacing the stream (no residual path)",
+    "residual": "a residual stream through the same four blocks: each adds its output instead of replacing the stream",
     "layer_norm": "pre-norm LayerNorm before each sub-layer and at the end",
     "gpt2": "GELU in place of ReLU, which makes the block exactly nanoGPT's",
     "modern": "rotary positions, RMSNorm, a SwiGLU MLP and no biases",
@@ -66,7 +67,8 @@ CAVEATS = {
     "one_head": "one head of a single layer with no MLP can only copy embeddings from the past, not compute on them",
     "multi_head": "each 32-wide head carries a quarter of the width, so what one head gains in choice it loses in detail",
     "feed_forward": "without a residual path the MLP must rebuild everything it passes on",
-    "residual": "a stack four times as deep has four times the parameters to fit in the same few iterations",
+    "deep": "without a residual path every gradient must pass through all four blocks, and each must re-encode everything it passes on",
+    "residual": "a stream that every block adds to is harder to keep at a steady scale without normalisation",
     "layer_norm": "with a residual stream already in place and a short, clipped schedule there is little instability left to fix",
     "gpt2": "GELU is nearly linear for the small inputs an MLP sees early in training, where ReLU bends at any scale, so over a short budget it can lag",
     "modern": "rotary positions, RMSNorm and SwiGLU pay off mostly at longer contexts and larger scale than this",
@@ -76,7 +78,8 @@ GAINS = {
     "one_head": "choosing which characters to read keeps the useful ones sharp instead of averaging them away",
     "multi_head": "several heads can track the previous character and the start of the word at once",
     "feed_forward": "the MLP turns what attention gathered into features for the prediction",
-    "residual": "the residual stream lets four blocks train at once, each refining the stream",
+    "deep": "four blocks can compose what one block computes",
+    "residual": "gradients flow straight through the additions, so all four blocks train at once, each refining the stream",
     "layer_norm": "normalised inputs keep every sub-layer at a steady scale, so the same learning rate goes further",
     "gpt2": "GELU's smooth gate passes a little gradient where ReLU passes none",
     "modern": "rotary positions give every head relative offsets from the first step, where learned position vectors must be trained first, and the gated MLP adds capacity",

@@ -54,8 +54,14 @@ LADDER: tuple[Preset, ...] = (
         dict(_PLAIN, n_layer=1, n_head=4, use_mlp=True, mlp="relu"),
     ),
     Preset(
+        "deep",
+        "Four of those blocks stacked, each replacing the stream with its output (no residual "
+        "path): depth alone, which a plain deep stack struggles to train.",
+        dict(_PLAIN, n_layer=4, n_head=4, use_mlp=True, mlp="relu"),
+    ),
+    Preset(
         "residual",
-        "Four blocks deep; each block adds to a residual stream instead of replacing it, which "
+        "The same four blocks, each adding to a residual stream instead of replacing it, which "
         "is what lets a deep stack train at all.",
         dict(_PLAIN, n_layer=4, n_head=4, use_mlp=True, mlp="relu", use_residual=True),
     ),

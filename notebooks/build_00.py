@@ -26,7 +26,7 @@ A GPT is a stack of a few ideas. This notebook adds them one at a time, the *sim
 ladder* of nanolens' presets, and trains every rung on the same text with the same budget, so
 you can see what each idea buys:
 
-`bigram` → `average` → `one_head` → `multi_head` → `feed_forward` → `residual` → `layer_norm` → `gpt2` → `modern`
+`bigram` → `average` → `one_head` → `multi_head` → `feed_forward` → `deep` → `residual` → `layer_norm` → `gpt2` → `modern`
 
 Every rung is the same `GPT` class with a different `GPTConfig` (`preset_config(name)`); only the
 named idea changes between neighbours. Each rung below says in two sentences what its new piece
@@ -122,9 +122,9 @@ def train_rung(name):
 RUNGS = [
     ("bigram", "A lookup table",
      "The simplest language model is a table: the current character picks a row of logits that says how "
-     "likely each next character is (here the embedding matrix, whose rows score the next character through "
-     "the same, tied, matrix). It has no memory at all: it can learn that `q` is followed by `u`, but nothing "
-     "before the current character can inform it."),
+     "likely each next character is (an embedding row, scored against every next character by a separate "
+     "unembedding, so `a -> b` and `b -> a` can differ). It has no memory at all: it can learn that `q` is "
+     "followed by `u`, but nothing before the current character can inform it."),
     ("average", "Averaging the past",
      "The cheapest way to use context is to let each position take the average of the embeddings of every "
      "character up to it (never after it: the future is what we predict), so a position now knows which "
@@ -142,11 +142,14 @@ RUNGS = [
      "Attention only moves information between positions; an MLP applied at every position then computes "
      "on what was gathered (a hidden layer four times wider, with a ReLU). This is where most of a "
      "transformer's parameters, and much of what it knows, live."),
+    ("deep", "Depth alone",
+     "Stacking four of those blocks should let later blocks build on what earlier ones computed. But here each "
+     "block's output *replaces* its input, so every gradient must pass through all four blocks and each block "
+     "must re-encode everything it passes on: a deep stack of plain layers trains slowly, if at all."),
     ("residual", "Depth, through residual connections",
-     "Stacking four blocks should let later blocks build on earlier ones, but a deep stack of plain layers "
-     "trains badly: gradients must pass through every layer, and each layer must re-encode everything it "
-     "passes on. With residual connections each block *adds* its output to a running stream "
-     "(`x = x + block(x)`), so gradients flow straight through the additions and each block only learns a correction."),
+     "The same four blocks, with one change: each block *adds* its output to a running stream "
+     "(`x = x + block(x)`) instead of replacing it. Gradients now flow straight through the additions to "
+     "every block, and each block only has to learn a correction, which is what lets deep stacks train."),
     ("layer_norm", "Layer normalization",
      "LayerNorm rescales each position's vector to zero mean and unit variance before attention and before "
      "the MLP (pre-norm), and once more before the unembedding. With every sub-layer's input at a steady "

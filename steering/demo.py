@@ -45,7 +45,7 @@ class DemoPlan:
     learning_rate: float = 3e-3
     min_lr: float = 3e-4
     warmup_iters: int = 30
-    train_seconds: float = 150.0
+    train_seconds: float = 150.0  # ~600 iterations on a quiet 2-core CPU; 140 s (~540) steered visibly worse
     min_iters: int = 100
     max_iters: int = 3000
     eval_iters: int = 10
@@ -56,13 +56,14 @@ class DemoPlan:
     max_nll_shift: float = 0.3  # nats per token the chosen coefficients may cost (median over methods)
     report_prompts: int = 12
     report_samples: int = 4
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48  # about three sentences: enough for the mood to show, and a quarter cheaper than 64
     read: str = "sentence"  # where mean-diff / PCA read the pairs: the reveal "sentence" (mean over it) or "last" token
     temperature: float = 0.8
     val_windows: int = 16
     choose_low: float = 0.05  # each method's coefficients: the smallest reaching <= 5% / >= 95% positive
     choose_high: float = 0.95
-    control_draws: int = 4  # the confirmation's control: this many random directions of equal norm (one draw is noisy)
+    control_draws: int = 8  # the confirmation's control: random directions of equal norm, pooled (one draw is noisy:
+    control_samples: int = 2  # its projection on the sentiment varies), each with fewer samples per opening
     confirm_prompts: int = 24  # fresh held-out openings for the confirmation of the best method
     confirm_samples: int = 4
     gender_pairs: int = 128  # matched stories for the second direction (sentiment corpus only)
@@ -73,7 +74,7 @@ class DemoPlan:
         return cls(corpus_chars=60_000, vocab_size=400, n_layer=2, n_embd=32, n_head=2, block_size=64, batch_size=16,
                    learning_rate=3e-3, min_lr=3e-4, warmup_iters=5, train_seconds=0, min_iters=40, max_iters=40,
                    eval_iters=2, probe_texts=80, pairs=16, select_pairs=4, select_coeffs=(0.2, 0.4), report_prompts=3,
-                   report_samples=2, max_new_tokens=24, val_windows=4, control_draws=2, confirm_prompts=2,
+                   report_samples=2, max_new_tokens=24, val_windows=4, control_draws=2, control_samples=1, confirm_prompts=2,
                    confirm_samples=2, gender_pairs=8)
 
 
@@ -109,7 +110,7 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _step_seconds(model: Any, data: Any, plan: DemoPlan, device: str, steps: int = 3) -> float:
+def _step_seconds(model: Any, data: Any, plan: DemoPlan, device: str, steps: int = 8) -> float:
     """The median time of a training step of a copy of `model` (after one warm-up step)."""
     import torch
 
@@ -333,8 +334,9 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
              "(each opens with a neutral sentence; its label decides every later word)")
         scorer, stop = "words", "\n"
         openings = neutral_openings(plan.report_prompts, seed=seed + 1)
-        fresh = [o for o in neutral_openings(plan.confirm_prompts + len(openings), seed=seed + 2) if o not in openings]
-        confirm_openings = fresh[: plan.confirm_prompts]
+        fresh = [o for o in neutral_openings(2 * plan.confirm_prompts + len(openings), seed=seed + 2) if o not in openings]
+        refine_openings = fresh[: plan.confirm_prompts]
+        confirm_openings = fresh[plan.confirm_prompts : 2 * plan.confirm_prompts]
         sample_prompt = openings[0]
     else:
         from nanolens.models.data import load_corpus
@@ -345,10 +347,12 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
         _say(f"# 1/6 corpus: tiny Shakespeare, {len(text):,} characters; sentiment labels come from VADER")
         scorer, stop = "vader", "\n\n"
         openings = _shakespeare_prompts(text, plan.report_prompts, rng)
+        refine_openings = _shakespeare_prompts(text, plan.confirm_prompts, rng)
         confirm_openings = _shakespeare_prompts(text, plan.confirm_prompts, rng)
         sample_prompt = openings[0]
     room = plan.block_size - 16  # a prompt must leave the context room to continue
     report_prompts = [o if len(o) < room else o[-room:] for o in openings]
+    refine_prompts = [o if len(o) < room else o[-room:] for o in refine_openings]
     confirm_prompts = [o if len(o) < room else o[-room:] for o in confirm_openings]
     lap("corpus")
 
@@ -435,34 +439,38 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
     # 5b. sampled continuations of held-out neutral openings at those layers
     # up to twice the range: the teacher-forced cost is a cautious proxy, and the table should
     # show where sampled text reaches the target and where it breaks
-    coeffs = [c_max * f for f in (-2.0, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 2.0)]
+    coeffs = [c_max * f for f in (-2.0, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0)]
     report_vectors = {m: {chosen[m]: vectors[m][chosen[m]]} for m in vectors if chosen.get(m) in vectors[m]}
     sampling = dict(max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, stop=stop, progress=progress)
     result, samples = sweep(model, report_prompts, report_vectors, coeffs, samples_per_prompt=plan.report_samples,
                             scorer=scorer, seed=seed + 1, val_text=train_info["val_text"], val_windows=plan.val_windows,
                             return_samples=True, **sampling)
-    # the coefficients are read off a few dozen samples: aim for 5% / 95% so that the 10% / 90%
-    # target still holds on fresh openings (a bare first hit is often luck)
-    summary = summarize_sweep(result, target_high=plan.choose_high, target_low=plan.choose_low)
+    summary = summarize_sweep(result)
     steered = summary[summary.method != "random"]
     swing = steered.frac_pos_at_pos - steered.frac_pos_at_neg
     best = steered.loc[swing.idxmax()] if len(steered) else summary.iloc[0]
     best_method, best_layer = str(best["method"]), int(best["layer"])
     best_vec = vectors[best_method][best_layer]
-    # 5c. the best method at its chosen coefficients on fresh openings, beside random directions of equal norm
-    confirm, control_move = confirm_with_control(model, confirm_prompts, best_vec, float(best["neg_coeff"]),
-                                                 float(best["pos_coeff"]), plan.control_draws, plan.confirm_samples,
-                                                 scorer, seed=seed + 2, **sampling)
+    # 5c. the best method's coefficients, from a finer sweep on other openings: one grid point of a
+    #     few dozen samples that reaches a target is often luck, so aim for 5% / 95% there
+    fine = [c_max * f for f in (-2.0, -1.75, -1.5, -1.25, -1.0, -0.75, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)]
+    refine = sweep(model, refine_prompts, {best_method: {best_layer: best_vec}}, fine,
+                   samples_per_prompt=plan.confirm_samples, scorer=scorer, seed=seed + 4, **sampling)
+    picked = summarize_sweep(refine, target_high=plan.choose_high, target_low=plan.choose_low).iloc[0]
+    neg_c, pos_c = round(float(picked["neg_coeff"]), 6), round(float(picked["pos_coeff"]), 6)
+    # 5d. the best method at those coefficients on fresh openings, beside random directions of equal norm
+    confirm, control_move = confirm_with_control(model, confirm_prompts, best_vec, neg_c, pos_c, plan.control_draws,
+                                                 plan.confirm_samples, plan.control_samples, scorer, seed=seed + 2,
+                                                 **sampling)
     _say(f"   confirmed on {len(confirm_prompts)} fresh openings x {plan.confirm_samples} samples, beside "
          f"{plan.control_draws} random directions of equal norm:\n" + format_table(confirm))
-    # 5d. vector arithmetic: the sentiment plus a second, independent direction (the hero's gender)
+    # 5e. vector arithmetic: the sentiment plus a second, independent direction (the hero's gender)
     both, both_info = None, {}
     if data == "sentiment":
         g_layer = model.config.n_layer - 1  # which pronoun comes next is decided late: the last block's input
         there = vectors.get(best_method, {}).get(g_layer) or vectors["mean_difference"][g_layer]
-        both, both_info = two_directions(model, report_prompts, best_vec, there, g_layer, float(best["neg_coeff"]),
-                                         float(best["pos_coeff"]), plan.gender_pairs, plan.report_samples, scorer,
-                                         seed=seed + 3, **sampling)
+        both, both_info = two_directions(model, report_prompts, best_vec, there, g_layer, neg_c, pos_c,
+                                         plan.gender_pairs, plan.report_samples, scorer, seed=seed + 3, **sampling)
         _say(f"   two directions at once (sentiment at layer {best_layer}, the hero's gender at layer {g_layer}):\n"
              + format_table(both))
     lap("steering")
@@ -492,8 +500,8 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
         "data": data, "quick": quick, "seconds": total, "timings": timings,
         "train": {k: v for k, v in train_info.items() if k != "val_text"},
         "consistency": consistency,
-        "best": {"method": best_method, "layer": int(best_layer), "neg_coeff": float(best["neg_coeff"]),
-                 "pos_coeff": float(best["pos_coeff"])},
+        "best": {"method": best_method, "layer": int(best_layer), "neg_coeff": neg_c, "pos_coeff": pos_c},
+        "refine": json.loads(refine.to_json(orient="records")),
         "control_move_at_best_coeffs": control_move,
         "confirmation": json.loads(confirm.to_json(orient="records")),
         "two_directions": {**both_info, "table": json.loads(both.to_json(orient="records"))} if both is not None else None,
@@ -562,30 +570,30 @@ def _selection_pairs(data: str, plan: DemoPlan, model: Any, seed: int, probe_set
 
 
 def confirm_with_control(model: Any, prompts: list[str], vector: Any, neg: float, pos: float, draws: int,
-                         samples: int, scorer: str, **sampling: Any) -> tuple[Any, float]:
+                         samples: int, control_samples: int, scorer: str, **sampling: Any) -> tuple[Any, float]:
     """The best method at its two chosen coefficients beside `draws` random directions of equal
     norm at the same coefficients, on fresh prompts: the check that the effect belongs to the
     direction and not to the size of the push. Returns the table (one row per setting, the
     random draws also pooled into a ``random (mean of k)`` row) and how far that pooled control
-    moves the positive fraction at either coefficient. The unsteered row gets as many samples
-    as the pooled control, so their difference is not mostly the baseline's sampling noise."""
+    moves the positive fraction at either coefficient. Each random direction gets
+    `control_samples` per prompt (many draws with few samples each: what varies most between
+    draws is their chance projection on the sentiment), and the unsteered row as many samples as
+    the pooled control, so their difference is not mostly sampling noise."""
     import pandas as pd
 
     from .apply import Steering
     from .directions import random_direction
     from .evaluate import evaluate_settings
 
-    baseline = evaluate_settings(model, prompts, {"unsteered": None}, {"sentiment": scorer},
-                                 samples_per_prompt=samples * max(1, draws), **sampling)
-    settings: dict[str, Any] = {}
-    for c in (neg, pos):
-        settings[f"{vector.label} {c:+g}"] = Steering(vector, coeff=c, relative=True)
+    score = {"sentiment": scorer}
+    baseline = evaluate_settings(model, prompts, {"unsteered": None}, score,
+                                 samples_per_prompt=control_samples * max(1, draws), **sampling)
+    best = {f"{vector.label} {c:+g}": Steering(vector, coeff=c, relative=True) for c in (neg, pos)}
+    steered = evaluate_settings(model, prompts, best, score, samples_per_prompt=samples, **sampling)
     randoms = [random_direction(like=vector, seed=7919 * k + 1, label=f"random_{k}") for k in range(1, draws + 1)]
-    for r in randoms:
-        for c in (neg, pos):
-            settings[f"{r.label} {c:+g}"] = Steering(r, coeff=c, relative=True)
-    df = evaluate_settings(model, prompts, settings, {"sentiment": scorer}, samples_per_prompt=samples, **sampling)
-    df = pd.concat([baseline, df], ignore_index=True)
+    controls = {f"{r.label} {c:+g}": Steering(r, coeff=c, relative=True) for r in randoms for c in (neg, pos)}
+    control = evaluate_settings(model, prompts, controls, score, samples_per_prompt=control_samples, **sampling)
+    df = pd.concat([baseline, steered, control], ignore_index=True)
     df.insert(1, "coeff", [0.0, neg, pos] + [neg, pos] * draws)
     is_random = df.setting.str.startswith("random_")
     pooled = df[is_random].groupby("coeff", as_index=False).mean(numeric_only=True)
@@ -766,19 +774,23 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
         f"tokens at temperature {plan.temperature}, cut at the end of the story, scored with the `{scorer}` "
         "scorer. Coefficients are in units of the layer's typical residual-stream norm (relative), added at every "
         "position (prompt and generated). `frac_pos_*` is the share of continuations scored positive at the "
-        "chosen negative coefficient / unsteered / the chosen positive coefficient (the smallest reaching "
-        f"<= {plan.choose_low:.0%} / >= {plan.choose_high:.0%}, else the most extreme: a margin over the 10% / 90% "
-        "target, which the confirmation below checks on fresh openings); `ppl_*` is the perplexity of the continuations under the unsteered model; "
+        "chosen negative coefficient / unsteered / the chosen positive coefficient (the smallest reaching <= 10% / "
+        ">= 90%, else the most extreme); `ppl_*` is the perplexity of the continuations under the unsteered model; "
         "`val_rise_*` the rise in val loss on held-out corpus text with the vector applied; `max_move` the largest "
         "change of the positive fraction over all coefficients (the random control should keep it small).", "",
         markdown_table(summary, cols), "",
-        f"Best method: **{best['method']}** at layer **{best['layer']}** (coefficients {best['neg_coeff']:+g} / "
-        f"{best['pos_coeff']:+g}).", "",
+        f"Best method (the widest swing): **{best['method']}** at layer **{best['layer']}**.", "",
+        "### Its coefficients, from a finer sweep on other openings", "",
+        f"On {plan.confirm_prompts} other held-out openings x {plan.confirm_samples} samples, the smallest coefficients "
+        f"reaching <= {plan.choose_low:.0%} / >= {plan.choose_high:.0%} positive (a margin over the 10% / 90% target: "
+        f"one grid point of a few dozen samples is noisy): **{best['neg_coeff']:+g}** / **{best['pos_coeff']:+g}**.", "",
+        markdown_table(pd.DataFrame(measured["refine"]), ["coeff", "mean_sentiment", "frac_positive", "perplexity", "n"]), "",
         "![steering vs coefficient](steering_vs_coeff.png)", "",
         "### Confirmation on fresh openings, beside the random control", "",
         f"The best method at its two chosen coefficients, on {plan.confirm_prompts} other held-out openings x "
         f"{plan.confirm_samples} samples (not the ones its coefficients were read from), beside {plan.control_draws} random "
-        "directions of the same norm at the same layer and coefficients. `sentiment_frac_positive` is the share of "
+        f"directions of the same norm at the same layer and coefficients ({plan.control_samples} samples per opening each; "
+        "the unsteered row has as many samples as the pooled draws). `sentiment_frac_positive` is the share of "
         "continuations scored positive; the last rows pool the random draws.", "",
         markdown_table(pd.DataFrame(measured["confirmation"])), "",
         f"The pooled random control moves the positive fraction by at most **{measured['control_move_at_best_coeffs']:.3f}** "

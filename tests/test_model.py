@@ -254,7 +254,8 @@ def test_hook_edits_on_split_inputs_reach_the_output(make_model) -> None:
 # ---- presets -----------------------------------------------------------------------------------
 def test_ladder_is_the_documented_order_with_descriptions() -> None:
     names = [p.name for p in LADDER]
-    assert names == ["bigram", "average", "one_head", "multi_head", "feed_forward", "residual", "layer_norm", "gpt2", "modern"]
+    assert names == ["bigram", "average", "one_head", "multi_head", "feed_forward", "deep", "residual", "layer_norm", "gpt2",
+                     "modern"]
     for p in LADDER:
         assert p.description.strip().endswith("."), p.name
         assert preset_config(p.name).preset == p.name

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_simple_to_complex.ipynb"
 BUILDER = ROOT / "notebooks" / "build_00.py"
 SHARED_DATA = ROOT.parent / "shared" / "data"
-RUNGS = ("bigram", "average", "one_head", "multi_head", "feed_forward", "residual", "layer_norm", "gpt2", "modern")
+RUNGS = ("bigram", "average", "one_head", "multi_head", "feed_forward", "deep", "residual", "layer_norm", "gpt2", "modern")
 
 
 def load_builder():
