@@ -56,7 +56,7 @@ ADDS = {
     "multi_head": "four smaller heads in place of one, each free to look for something else",
     "feed_forward": "an MLP after attention, per-position computation on what was gathered",
     "deep": "four of those blocks stacked, each replacing the stream (no residual path)",
-    "residual": "a residual stream through the same four blocks: each adds its output instead of replacing the stream",
+    "residual": "a residual stream through the same four blocks (each adds its output instead of replacing the stream)",
     "layer_norm": "pre-norm LayerNorm before each sub-layer and at the end",
     "gpt2": "GELU in place of ReLU, which makes the block exactly nanoGPT's",
     "modern": "rotary positions, RMSNorm, a SwiGLU MLP and no biases",

@@ -560,12 +560,13 @@ def best_layers(df: Any, metric: str = "frac_positive") -> dict[str, Any]:
     return out
 
 
-def summarize_sweep(df: Any, target_high: float = 0.9, target_low: float = 0.1) -> Any:
+def summarize_sweep(df: Any, target_high: float = 0.9, target_low: float = 0.1, max_ppl_ratio: float | None = None) -> Any:
     """One row per method at its best layer: the positive fraction unsteered, at the chosen
     negative and positive coefficients (the smallest magnitude reaching <= `target_low` /
     >= `target_high`, else the most extreme), the perplexity and val-loss rise there, and the
     largest move of the positive fraction over all coefficients (what the random control must
-    keep small)."""
+    keep small). `max_ppl_ratio`: choose only among coefficients whose perplexity stays within
+    that many times the unsteered one (when a side has any), so broken text is never chosen."""
     import pandas as pd
 
     rows = []
@@ -573,6 +574,10 @@ def summarize_sweep(df: Any, target_high: float = 0.9, target_low: float = 0.1) 
     for method, layer in best_layers(df).items():
         t = _with_baseline(df, method, layer)
         pos, neg = t[t.coeff > 0], t[t.coeff < 0]
+        if max_ppl_ratio is not None:
+            fluent = lambda side: side[side.perplexity <= max_ppl_ratio * base.perplexity]  # noqa: E731
+            pos = fluent(pos) if len(fluent(pos)) else pos
+            neg = fluent(neg) if len(fluent(neg)) else neg
 
         def pick(side, ok):
             hit = side[ok(side.frac_positive)]

@@ -539,16 +539,22 @@ def test_mean_difference_direction_moves_the_mood(mood_model):
     assert summary.loc["random", "max_move"] < summary.loc["mean_diff", "max_move"]
 
 
-def test_two_directions_at_once_steer_two_properties(mood_model):
-    """Vector arithmetic is real: a mood direction plus a case direction steer both at once,
-    and each alone mostly leaves the other property where it was."""
-    m = mood_model
+def _mood_and_case(m):
+    """Mean-difference directions of the mood (happy vs sad lines) and of the case (upper vs lower)."""
     happy = [_line(n, (a, b), up) for n in NAMES for a in HAPPY for b in HAPPY for up in (False, True)]
     sad = [_line(n, (a, b), up) for n in NAMES for a in SAD for b in SAD for up in (False, True)]
     upper = [_line(n, (a, b), True) for n in NAMES for ws in (HAPPY, SAD) for a in ws for b in ws]
     lower = [_line(n, (a, b), False) for n in NAMES for ws in (HAPPY, SAD) for a in ws for b in ws]
     mood = mean_difference(m, happy, sad, 1, position="mean", norm_texts=happy + sad)
     case = mean_difference(m, upper, lower, 1, position="mean", norm_texts=happy + sad)
+    return mood, case
+
+
+def test_two_directions_at_once_steer_two_properties(mood_model):
+    """Vector arithmetic is real: a mood direction plus a case direction steer both at once,
+    and each alone mostly leaves the other property where it was."""
+    m = mood_model
+    mood, case = _mood_and_case(m)
     assert abs(mood.cosine(case)) < 0.5
 
     def measure(vectors):
@@ -583,12 +589,8 @@ def test_two_directions_added_together_steer_both_properties_in_sampled_text(moo
     a mood and a case coefficient (the case direction without its mood component), each
     continuation scored for both properties."""
     m = mood_model
-    happy = [_line(n, (a, b), up) for n in NAMES for a in HAPPY for b in HAPPY for up in (False, True)]
-    sad = [_line(n, (a, b), up) for n in NAMES for a in SAD for b in SAD for up in (False, True)]
-    upper = [_line(n, (a, b), True) for n in NAMES for ws in (HAPPY, SAD) for a in ws for b in ws]
-    lower = [_line(n, (a, b), False) for n in NAMES for ws in (HAPPY, SAD) for a in ws for b in ws]
-    mood = mean_difference(m, happy, sad, 1, position="mean", norm_texts=happy + sad)
-    case = mean_difference(m, upper, lower, 1, position="mean", norm_texts=happy + sad).without(mood)
+    mood, case = _mood_and_case(m)
+    case = case.without(mood)
     assert abs(case.cosine(mood)) < 1e-5
     settings = grid_settings({"mood": mood, "case": case}, {"mood": [-0.5, 0.0, 0.5], "case": [0.0, 0.5]})
     assert list(settings) == ["mood=-0.5 case=+0", "mood=-0.5 case=+0.5", "unsteered", "mood=+0 case=+0.5",
