@@ -212,6 +212,28 @@ display(Image(filename=str(plot_layer_heatmap(heat, os.path.join(run, "heatmap.p
 """)
 
 md(r"""
+## Two directions at once
+
+A second property of the corpus, independent of the sentiment: the hero's gender. `gender_pairs` tells the same story once with a heroine and once with a hero; their mean difference is a gender direction, and `.without(sentiment)` removes its component along the sentiment direction. `grid_settings` adds both at every combination of coefficients, and `evaluate_settings` scores each continuation for both properties: its sentiment, and the gender of its first pronoun (`pronoun_gender`).
+""")
+
+code(r"""
+from nanolens.models.sentiment import pronoun_gender
+from nanolens.steering import evaluate_settings, gender_pairs, grid_settings
+
+women, men = gender_pairs(32 if QUICK else 128)
+gender = mean_difference(model, women, men, n_layer - 1, position="mean")   # read over whole stories
+sentiment_there = mean_difference(model, pos, neg, n_layer - 1, position=read)
+print("cosine(gender, sentiment) before:", round(gender.cosine(sentiment_there), 3), end="; ")
+gender = gender.without(sentiment_there)
+print("after .without():", round(gender.cosine(sentiment_there), 6))
+settings = grid_settings({"sentiment": v, "gender": gender}, {"sentiment": [-C, 0.0, C], "gender": [-C, 0.0, C]})
+both = evaluate_settings(model, prompts, settings, {"positive": "words", "female": pronoun_gender},
+                         samples_per_prompt=2 if QUICK else 4, max_new_tokens=24 if QUICK else 48, progress=False)
+print(format_table(both, ["setting", "positive_frac_positive", "female_frac_positive", "perplexity"]))
+""")
+
+md(r"""
 ## Bad input gets a clear error
 """)
 
