@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .finetune_data import TEMPLATE_KEY, PromptResponse, SFTData, Template, pad, write_jsonl
-from .trainer import METRICS_FILE, Trainer, TrainConfig, configure_optimizer, notify, resolve_device, stream_seed
+from .trainer import METRICS_FILE, Trainer, TrainConfig, configure_optimizer, notify, resolve_device, save_png, stream_seed
 
 if TYPE_CHECKING:
     from .gpt import GPT
@@ -216,11 +215,7 @@ def plot_curves(records: Sequence[dict[str, Any]], panels: Sequence[tuple[str, S
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)
 
 
 def write_summary(out_dir: str | Path | None, summary: dict[str, Any]) -> dict[str, Any]:

@@ -403,6 +403,12 @@ def plot_losses(metrics: Sequence[dict[str, Any]] | str | Path, path: str | Path
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return save_png(fig, path)
+
+
+def save_png(fig: Any, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG atomically (beside it, then renamed), so a reader such
+    as the explorer app never sees half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fig.savefig(tmp, format="png")

@@ -29,6 +29,16 @@ def scramble(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.n
     return model
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test on one intra-op thread (a test that changes it gets it back afterwards):
+    results independent of the thread count, and fast on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tokenizer() -> CharTokenizer:
     return CharTokenizer.from_text(TEXT)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from nanolens.cli import main
 from nanolens.models import GPT
@@ -19,12 +18,6 @@ FAST = ["--batch-size", "4", "--eval-iters", "2", "--warmup-iters", "2", "--samp
         "--log-interval", "5", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

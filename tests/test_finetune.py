@@ -27,12 +27,6 @@ from nanolens.models.trainer import TrainConfig
 TOY = "abcdefgh\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(chars: str = TOY, block_size: int = 32, seed: int = 0) -> GPT:

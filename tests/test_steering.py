@@ -48,12 +48,6 @@ ALPHABET = "abcdefghij .\n"
 H0, H1 = "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -54,13 +54,6 @@ exec(SETUP, _ns)
 make_run = _ns["make_run"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: results independent of the thread count (and faster on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def params(model) -> dict[str, torch.Tensor]:
