@@ -103,15 +103,23 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reward(args: argparse.Namespace) -> int:
+def _preferences(args: argparse.Namespace, model: Any, template: Any) -> list:
+    """--data's preference pairs, else the embedded sentiment ones that fit `model`'s context."""
     from .finetune_data import fits_context, load_preferences, sentiment_preferences
+
+    if args.data:
+        return load_preferences(args.data)
+    fits = fits_context(model.tokenizer, template, model.config.block_size)
+    return sentiment_preferences(args.n_pairs, template=template, fits=fits)
+
+
+def cmd_reward(args: argparse.Namespace) -> int:
     from .reward import train_reward_model
 
     base = _load(args.ckpt, args.device)
     template = _template(args, base)
-    prefs = load_preferences(args.data) if args.data else sentiment_preferences(
-        args.n_pairs, template=template, fits=fits_context(base.tokenizer, template, base.config.block_size))
-    _, summary = train_reward_model(base, prefs, _train_config(args, "reward"), args.out, template=template)
+    _, summary = train_reward_model(base, _preferences(args, base, template), _train_config(args, "reward"), args.out,
+                                    template=template)
     print(f"reward model: held-out accuracy {summary['val_accuracy']:.3f} on {summary['val_pairs']} pairs; "
           f"saved in {Path(args.out) / 'last'}", file=sys.stderr)
     return 0
@@ -119,13 +127,11 @@ def cmd_reward(args: argparse.Namespace) -> int:
 
 def cmd_dpo(args: argparse.Namespace) -> int:
     from .dpo import train_dpo
-    from .finetune_data import fits_context, load_preferences, sentiment_preferences
 
     policy = _load(args.ckpt, args.device)
     template = _template(args, policy)
-    prefs = load_preferences(args.data) if args.data else sentiment_preferences(
-        args.n_pairs, template=template, fits=fits_context(policy.tokenizer, template, policy.config.block_size))
-    _, summary = train_dpo(policy, prefs, _train_config(args, "dpo"), args.out, beta=args.beta, template=template)
+    _, summary = train_dpo(policy, _preferences(args, policy, template), _train_config(args, "dpo"), args.out,
+                           beta=args.beta, template=template)
     print(f"DPO: held-out implicit-reward accuracy {summary['val_accuracy']:.3f}, loss {summary['val_loss']:.4f}; "
           f"model in {Path(args.out) / 'last'}", file=sys.stderr)
     return 0
