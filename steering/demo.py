@@ -623,7 +623,7 @@ def two_directions(model: Any, prompts: list[str], sentiment: Any, sentiment_the
     from nanolens.models.sentiment import pronoun_gender
 
     from .directions import gender_pairs, mean_difference
-    from .evaluate import evaluate_settings, grid_settings
+    from .evaluate import evaluate_settings, grid_settings, setting_name
 
     women, men = gender_pairs(pairs)
     raw = mean_difference(model, women, men, layer, position="mean", label="gender")
@@ -637,8 +637,7 @@ def two_directions(model: Any, prompts: list[str], sentiment: Any, sentiment_the
     frac = df.set_index("setting")
 
     def at(cs: float, cg: float, column: str) -> float:
-        name = "unsteered" if cs == 0 and cg == 0 else f"sentiment={cs:+g} gender={cg:+g}"
-        return float(frac.loc[name, column])
+        return float(frac.loc[setting_name({"sentiment": cs, "gender": cg}), column])
 
     # each direction's own effect with the other held at each of its values
     info["swings"] = [{"held": f"sentiment {cs:+g}", "moved": f"gender {-g:+g} -> {g:+g}", "property": "female fraction",
@@ -830,12 +829,11 @@ def _write_report(out: Path, measured: dict, plan: DemoPlan, model: Any, probe_d
 def _verdict(confirmation: list[dict], control_move: float) -> str:
     """The steering targets, judged on the confirmation rows: the best method at its negative
     coefficient (row 1) and positive one (row 2), and the pooled random control."""
-    neg, pos = confirmation[1], confirmation[2]
-    checks = [(f"positive fraction at {neg['coeff']:+g}", neg["sentiment_frac_positive"], "<=", 0.10),
-              (f"positive fraction at {pos['coeff']:+g}", pos["sentiment_frac_positive"], ">=", 0.90),
-              ("random control's largest move", control_move, "<=", 0.10)]
-    parts = [f"{what} {value:.3f} ({op} {goal:.2f}: {'met' if (value <= goal if op == '<=' else value >= goal) else 'missed'})"
-             for what, value, op, goal in checks]
+    neg, pos = confirmation[1]["sentiment_frac_positive"], confirmation[2]["sentiment_frac_positive"]
+    checks = [(f"positive fraction at {confirmation[1]['coeff']:+g}", neg, "<= 0.10", neg <= 0.10),
+              (f"positive fraction at {confirmation[2]['coeff']:+g}", pos, ">= 0.90", pos >= 0.90),
+              ("random control's largest move", control_move, "<= 0.10", control_move <= 0.10)]
+    parts = [f"{what} {value:.3f} ({goal}: {'met' if ok else 'missed'})" for what, value, goal, ok in checks]
     return "Targets on these fresh openings: " + "; ".join(parts) + "."
 
 

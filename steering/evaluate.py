@@ -243,6 +243,11 @@ def _sample_settings(model: Any, prompts: Sequence[str], steerings: Sequence[Ste
     return pd.DataFrame(samples)
 
 
+def _perplexity(samples: Any) -> float:
+    """exp(mean NLL per token) over all the continuations of one setting, pooled by tokens."""
+    return float(math.exp(samples["nll"].sum() / max(int(samples["n_tokens"].sum()), 1)))
+
+
 @torch.no_grad()
 def sweep(
     model: Any,
@@ -333,7 +338,7 @@ def sweep(
             "mean_sentiment": float(g["score"].mean()), "std_sentiment": float(g["score"].std(ddof=0)),
             "frac_positive": float((g["score"] > 0).mean()), "frac_negative": float((g["score"] < 0).mean()),
             "wrong_way": wrong,
-            "perplexity": float(math.exp(g["nll"].sum() / max(int(g["n_tokens"].sum()), 1))),
+            "perplexity": _perplexity(g),
             "val_loss": val_losses[i],
             "val_loss_rise": (val_losses[i] - val_base) if val_base is not None else float("nan"),
             "n": int(len(g)),
@@ -351,11 +356,19 @@ def sweep(
 # ---------------------------------------------------------------------------------------------
 # several directions at once
 # ---------------------------------------------------------------------------------------------
+def setting_name(coeffs: Mapping[str, float]) -> str:
+    """The name `grid_settings` gives one combination: ``"sentiment=+0.8 gender=-0.4"``, or
+    ``"unsteered"`` when every coefficient is 0."""
+    if all(c == 0 for c in coeffs.values()):
+        return "unsteered"
+    return " ".join(f"{n}={c:+g}" for n, c in coeffs.items())
+
+
 def grid_settings(vectors: Mapping[str, SteeringVector], coeffs: Mapping[str, Sequence[float]], *,
                   relative: bool = True, positions: Any = "all", check_model: bool = True) -> dict[str, Steering | None]:
     """Every combination of one coefficient per named vector, as one Steering each (all added
-    together in the same forward pass), named like ``"sentiment=+0.8 companion=-0.4"``; the
-    all-zero combination is ``"unsteered"`` (None)."""
+    together in the same forward pass), named by `setting_name`; the all-zero combination is
+    ``"unsteered"`` (None)."""
     import itertools
 
     if not vectors:
@@ -368,8 +381,7 @@ def grid_settings(vectors: Mapping[str, SteeringVector], coeffs: Mapping[str, Se
     out: dict[str, Steering | None] = {}
     for combo in itertools.product(*axes):
         terms = [(vectors[n], c) for n, c in zip(names, combo) if c != 0]
-        key = " ".join(f"{n}={c:+g}" for n, c in zip(names, combo))
-        out["unsteered" if not terms else key] = (
+        out[setting_name(dict(zip(names, combo)))] = (
             Steering(terms, relative=relative, positions=positions, check_model=check_model) if terms else None)
     return out
 
@@ -426,7 +438,7 @@ def evaluate_settings(
         for sc in score:
             row[f"{sc}_mean"] = float(g[sc].mean())
             row[f"{sc}_frac_positive"] = float((g[sc] > 0).mean())
-        row["perplexity"] = float(math.exp(g["nll"].sum() / max(int(g["n_tokens"].sum()), 1)))
+        row["perplexity"] = _perplexity(g)
         row["n"] = int(len(g))
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -575,9 +587,9 @@ def summarize_sweep(df: Any, target_high: float = 0.9, target_low: float = 0.1, 
         t = _with_baseline(df, method, layer)
         pos, neg = t[t.coeff > 0], t[t.coeff < 0]
         if max_ppl_ratio is not None:
-            fluent = lambda side: side[side.perplexity <= max_ppl_ratio * base.perplexity]  # noqa: E731
-            pos = fluent(pos) if len(fluent(pos)) else pos
-            neg = fluent(neg) if len(fluent(neg)) else neg
+            fluent_pos, fluent_neg = (side[side.perplexity <= max_ppl_ratio * base.perplexity] for side in (pos, neg))
+            pos = fluent_pos if len(fluent_pos) else pos
+            neg = fluent_neg if len(fluent_neg) else neg
 
         def pick(side, ok):
             hit = side[ok(side.frac_positive)]
