@@ -403,7 +403,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "threads spin-wait and the timings turn to noise)")
     p.add_argument("--rounds", type=int, default=None, help="alternating timing rounds for rows 1 and 3 (default 24)")
     p.add_argument("--decode-rounds", type=int, default=None,
-                   help="timing rounds for the decode rows (default 16; a quarter of that for the 384-wide model)")
+                   help="timing rounds for the decode rows (default 32; a quarter of that for the 384-wide model)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up repeats of each side (default 2)")
     p.add_argument("--batch", type=int, default=12, help="batch size of rows 1 and 3 (nanoGPT's CPU recipe: 12)")
     p.add_argument("--train-steps", type=int, default=None, help="training steps per timed trial (default 5)")
@@ -421,7 +421,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.notes = []
     quick = args.quick
-    defaults = dict(rounds=(2, 24), decode_rounds=(2, 16), warmup=(1, 2), train_steps=(2, 5), decode_tokens=(16, 256), cache_iters=(2, 10))
+    defaults = dict(rounds=(2, 24), decode_rounds=(2, 32), warmup=(1, 2), train_steps=(2, 5), decode_tokens=(16, 256), cache_iters=(2, 10))
     for name, (q, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, q if quick else full)

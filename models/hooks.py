@@ -107,15 +107,29 @@ class FastCall(nn.Module):
 class HookPoint(_TLHookPoint):
     """TransformerLens' `HookPoint`, returning its input at once while no hook is attached (the
     check `FastCall` makes, for one tensor): a decode step passes ~50 hook points, so unused
-    hooks stay free. A hooked one is called by PyTorch and fires exactly as TransformerLens' does."""
+    hooks stay free.
+
+    With only plain forward hooks (what `add_hook`, `run_with_hooks`, caching and steering
+    attach), it runs them itself as PyTorch would, in order, each seeing the last one's output:
+    ~1 us instead of ~6 us for PyTorch's general call. Any other hook kind (pre, backward,
+    global, with kwargs or always-called) goes through PyTorch's call."""
 
     def __call__(self, x: Tensor) -> Tensor:
         if (
-            self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
+            self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
             or _global_forward_pre_hooks or _global_forward_hooks or _global_backward_pre_hooks or _global_backward_hooks
         ):
             return super().__call__(x)
-        return x
+        if not self._forward_hooks:
+            return x
+        if self._forward_hooks_with_kwargs or self._forward_hooks_always_called:
+            return super().__call__(x)
+        result = x
+        for hook in tuple(self._forward_hooks.values()):
+            out = hook(self, (x,), result)
+            if out is not None:
+                result = out
+        return result
 
 
 class Linear(FastCall, nn.Linear):

@@ -36,6 +36,25 @@ def test_bench_train_prints_its_table(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_train_reports_each_seed_and_their_mean(tmp_path):
+    proc = run("bench_train.py", "--data", str(SHAKESPEARE), "--max-iters", "2", "--eval-iters", "2",
+               "--seeds", "3,5", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 3 |") or line.startswith("| 5 |")]
+    assert len(rows) == 2, proc.stdout
+    vals = [float(row.split("|")[2]) for row in rows]
+    assert vals[0] != vals[1], "different seeds must train differently"
+    mean = float(proc.stdout.split("mean **")[1].split("**")[0])
+    assert mean == pytest.approx(sum(vals) / 2, abs=1e-4)
+    assert "n/a (shortened run)" in proc.stdout
+
+
+def test_bench_train_rejects_bad_seeds():
+    proc = run("bench_train.py", "--seeds", "1,x", timeout=60)
+    assert proc.returncode == 2 and "--seeds takes integers" in proc.stderr
+
+
+@pytest.mark.slow
 def test_ladder_prints_its_table_and_plot(tmp_path):
     proc = run("ladder.py", "--data", str(SHAKESPEARE), "--iters", "2", "--eval-batches", "2", "--n-embd", "32",
                "--block-size", "16", "--sample-tokens", "10", "--quiet", "--out-dir", str(tmp_path))

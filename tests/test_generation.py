@@ -201,6 +201,19 @@ def test_generate_restores_training_mode_and_removes_hooks_on_error(make_model) 
     assert model.training
     assert model.attached_hooks() == {}
 
+def test_generated_ids_train_with_autograd(make_model) -> None:
+    """The model runs under inference mode while it generates; what comes out must still feed a
+    training step (as PPO and fine-tuning do with sampled text), each streamed step included."""
+    model = make_model().train()
+    prompt = torch.tensor([[1, 2, 3]])
+    steps = list(model.generate_stream(prompt, max_new_tokens=4))
+    assert not any(step.is_inference() for step in steps)
+    model(steps[-1].unsqueeze(1), return_type="logits").sum().backward()  # a yielded tensor as it is
+    ids = model.generate(prompt, max_new_tokens=5, seed=0)
+    assert not ids.is_inference()
+    model(ids, return_type="loss").backward()
+    assert model.embed.W_E.grad is not None and model.training
+
 
 # ---- sampling options -------------------------------------------------------------------------------
 def test_seeded_sampling_is_reproducible(make_model) -> None:

@@ -242,6 +242,39 @@ def test_plain_pytorch_hooks_fire_on_hook_points_and_layers(model, tokens) -> No
     assert fired == []
 
 
+@pytest.mark.parametrize("kind", ["plain", "with_kwargs", "always_call", "prepend"])
+def test_hooked_hook_point_runs_its_hooks_as_pytorch_does(kind) -> None:
+    """A hook point with forward hooks runs them itself (a faster path than nn.Module's call):
+    the same order, each hook sees the input and the previous hook's output, None keeps it."""
+    from nanolens.models.hooks import HookPoint
+
+    def chain(point: HookPoint, log: list) -> None:
+        def double(m, args, out):
+            log.append(("double", args[0].tolist(), out.tolist()))
+            return out * 2
+
+        def watch(m, args, out):
+            log.append(("watch", args[0].tolist(), out.tolist()))
+
+        def add_one(m, args, *rest):
+            log.append(("add_one", args[0].tolist(), rest[-1].tolist()))
+            return rest[-1] + 1
+
+        point.register_forward_hook(double)
+        point.register_forward_hook(watch)
+        options = {"with_kwargs": {"with_kwargs": True}, "always_call": {"always_call": True},
+                   "prepend": {"prepend": True}}.get(kind, {})
+        point.register_forward_hook(add_one, **options)
+
+    x = torch.tensor([1.0, 2.0])
+    ours, theirs = HookPoint(), HookPoint()
+    ours_log, theirs_log = [], []
+    chain(ours, ours_log)
+    chain(theirs, theirs_log)
+    assert torch.equal(ours(x), torch.nn.Module.__call__(theirs, x))
+    assert ours_log == theirs_log and len(ours_log) == 3
+
+
 def test_swapped_and_copied_submodules_are_the_ones_that_run(model, tokens) -> None:
     """Submodules and parameters are read from plain attributes (models/hooks.py `_Mirror`):
     every way of replacing them, and copies of the model, must still run what is registered."""
