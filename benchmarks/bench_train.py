@@ -107,7 +107,10 @@ def run(data: str, max_iters: int, eval_iters: int, run_dir: Path, quiet: bool, 
     load_before = os.getloadavg()
     start = time.perf_counter()
     sink = io.StringIO()
-    with contextlib.redirect_stderr(sink) if quiet else contextlib.nullcontext():
+    with contextlib.ExitStack() as quiet_output:
+        if quiet:  # the progress bar (stderr) and the trainer's messages (stdout)
+            quiet_output.enter_context(contextlib.redirect_stderr(sink))
+            quiet_output.enter_context(contextlib.redirect_stdout(sink))
         rc = nanolens_main(argv)
     wall = time.perf_counter() - start
     load_after = os.getloadavg()

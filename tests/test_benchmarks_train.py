@@ -33,6 +33,7 @@ def test_bench_train_prints_its_table(tmp_path):
         assert row in proc.stdout, f"{row!r} missing from:\n{proc.stdout}"
     assert "| metric" in proc.stdout and "n/a (shortened run)" in proc.stdout
     assert out.read_text(encoding="utf-8") in proc.stdout
+    assert "done: iter" not in proc.stdout + proc.stderr, "--quiet hides the trainer's messages"
 
 
 @pytest.mark.slow
@@ -47,6 +48,7 @@ def test_bench_train_reports_each_seed_and_their_mean(tmp_path):
     mean = float(proc.stdout.split("mean **")[1].split("**")[0])
     assert mean == pytest.approx(sum(vals) / 2, abs=1e-4)
     assert "n/a (shortened run)" in proc.stdout
+    assert "done: iter" not in proc.stdout, "the workers' trainer messages stay out of the table"
 
 
 def test_bench_train_rejects_bad_seeds():
