@@ -177,7 +177,8 @@ def test_explorer_in_headless_chromium(app_url, tmp_path):
             slider.press("End")  # the largest coefficient, +10
             page.get_by_text("Steered: +10", exact=False).wait_for()
             page.get_by_text("steering touched", exact=False).wait_for()
-            assert page.get_by_text("Sentiment of the continuation").count() == 2
+            # the rerun replaces the columns' elements one by one: wait (not count once) for both scores
+            sync_api.expect(page.get_by_text("Sentiment of the continuation")).to_have_count(2, timeout=120_000)
             assert page.locator('[data-testid="stException"]').count() == 0
             page.screenshot(path=str(tmp_path / "steering.png"))
         finally:
