@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, atomic_directory, load_model, write_model_files
-from .checkpoint import model_dir
+from .checkpoint import CheckpointError, atomic_directory, load_model, model_dir, write_model_files
 from .finetune import RunLog, count_tokens, fit, plot_curves, write_summary
 from .finetune_data import Preference, PreferenceExample, Template, encode_preferences, pad, split_examples
 from .trainer import TrainConfig, resolve_device

@@ -196,9 +196,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nanolens.models import GPT
-    from nanolens.probes import LabelledTexts, LinearProbe, format_table, plot_probe_layers, probe_layers
-
     from nanolens.models.checkpoint import model_dir
+    from nanolens.probes import LabelledTexts, LinearProbe, format_table, plot_probe_layers, probe_layers
 
     ckpt = model_dir(args.ckpt)
     model = GPT.load(ckpt, device=pick_device(args.device))

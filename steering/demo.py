@@ -355,9 +355,8 @@ def run_demo(out: str | Path = "runs/demo", data: str = "sentiment", quick: bool
         confirm_openings = _shakespeare_prompts(text, plan.confirm_prompts, rng)
         sample_prompt = openings[0]
     room = plan.block_size - 16  # a prompt must leave the context room to continue
-    report_prompts = [o if len(o) < room else o[-room:] for o in openings]
-    refine_prompts = [o if len(o) < room else o[-room:] for o in refine_openings]
-    confirm_prompts = [o if len(o) < room else o[-room:] for o in confirm_openings]
+    report_prompts, refine_prompts, confirm_prompts = (
+        [o if len(o) < room else o[-room:] for o in group] for group in (openings, refine_openings, confirm_openings))
     lap("corpus")
 
     # 2. training -----------------------------------------------------------------------------
@@ -533,7 +532,6 @@ def _load_demo_model(ckpt: str | Path, text: str, device: str) -> tuple[Any, dic
     import torch
 
     from nanolens.models import GPT
-
     from nanolens.models.checkpoint import model_dir
 
     path = model_dir(ckpt)
@@ -937,13 +935,12 @@ def steer_command(args: argparse.Namespace) -> int:
     import torch
 
     from nanolens.models import GPT
+    from nanolens.models.checkpoint import model_dir
     from nanolens.models.trainer import resolve_device
 
     from .apply import Steering
     from .evaluate import format_table, plot_layer_heatmap, plot_sentiment_vs_coeff, summarize_sweep, sweep
     from .vector import SteeringVector
-
-    from nanolens.models.checkpoint import model_dir
 
     ckpt = model_dir(args.ckpt)
     model = GPT.load(ckpt, device=resolve_device(args.device)).eval()
