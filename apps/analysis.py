@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
 
-CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, METRICS_FILE = "config.json", "model.safetensors", "trainer_state.json", "metrics.jsonl"
+from nanolens.corpora.sentiment import generate_corpus
+from nanolens.models import GPT
+from nanolens.models.presets import LADDER, PRESETS
+from nanolens.training import TokenData, read_metrics
+from nanolens.training.metrics import METRICS_FILE
+from nanolens.training.runs import find_runs, is_checkpoint, is_run, read_checkpoint
+from nanolens.training.state import STATE_FILE
 
 
 class ExplorerError(ValueError):
@@ -40,7 +48,7 @@ def unique_labels(tokens: Sequence[str]) -> list[str]:
     return [f"{show_token(t)}·{i}" for i, t in enumerate(tokens)]
 
 
-def prompt_tokens(model: Any, text: str, crop: bool = True) -> tuple[Any, list[str], bool]:
+def prompt_tokens(model: GPT, text: str, crop: bool = True) -> tuple[Any, list[str], bool]:
     """Token ids [1, pos] and their strings for `text`, checked for the explorer.
 
     Raises `ExplorerError` (with the fix) for an empty prompt or characters outside the model's
@@ -63,13 +71,11 @@ def prompt_tokens(model: Any, text: str, crop: bool = True) -> tuple[Any, list[s
         if not crop:
             raise ExplorerError(f"the prompt is {len(ids)} tokens, longer than the model's context of {block}")
         ids, cropped = ids[-block:], True
-    import torch
-
     tokens = torch.tensor([ids], dtype=torch.long, device=model.device)
     return tokens, model.to_str_tokens(ids), cropped
 
 
-def default_prompt(model: Any, candidates: Sequence[str] = ()) -> str:
+def default_prompt(model: GPT, candidates: Sequence[str] = ()) -> str:
     """The first candidate the model's vocabulary can spell (else a few of its own characters)."""
     for text in list(candidates) + [
         "In the morning, Ada walked to the park. The sky was bright and she felt happy.",
@@ -92,7 +98,7 @@ def default_prompt(model: Any, candidates: Sequence[str] = ()) -> str:
 # ---------------------------------------------------------------------------------------------
 # attention
 # ---------------------------------------------------------------------------------------------
-def pattern_hooks(model: Any) -> list[tuple[int, str]]:
+def pattern_hooks(model: GPT) -> list[tuple[int, str]]:
     """(layer, hook name) of every block whose attention has a `hook_pattern`."""
     return [(i, f"blocks.{i}.attn.hook_pattern") for i in range(model.config.n_layer)
             if f"blocks.{i}.attn.hook_pattern" in model.hook_dict]
@@ -114,10 +120,8 @@ class AttentionData:
         return int(self.patterns[layer].shape[0])
 
 
-def attention_patterns(model: Any, text: str | Any) -> AttentionData:
+def attention_patterns(model: GPT, text: str | Any) -> AttentionData:
     """Every layer's attention pattern for `text` (a string, or token ids [1, pos])."""
-    import torch
-
     if isinstance(text, str):
         tokens, strs, cropped = prompt_tokens(model, text)
     else:
@@ -153,22 +157,18 @@ def corpus_windows(ids: Sequence[int] | np.ndarray, length: int, n: int, seed: i
     return np.stack([ids[s : s + length] for s in starts])
 
 
-def corpus_ids(model: Any, run_dir: str | Path | None = None, min_tokens: int = 4096) -> tuple[np.ndarray, str]:
+def corpus_ids(model: GPT, run_dir: str | Path | None = None, min_tokens: int = 4096) -> tuple[np.ndarray, str]:
     """Token ids of corpus text to score heads on, and where they came from: the run's own
     validation split when it saved one (`run/data`), else the embedded sentiment corpus,
     encoded with the model's tokenizer (characters it cannot spell are dropped)."""
     if run_dir is not None and (Path(run_dir) / "data" / "meta.json").is_file():
         try:
-            from nanolens.models.batches import TokenData
-
             data = TokenData.load(Path(run_dir) / "data")
             ids = np.asarray(data.split("val"), dtype=np.int64)
             if len(ids) > model.config.block_size + 1 and int(ids.max()) < model.config.vocab_size:
                 return ids, "the run's validation text"
         except Exception:  # a damaged data folder: fall back to the embedded corpus
             pass
-    from nanolens.models.sentiment import generate_corpus
-
     text = generate_corpus(max(min_tokens * 2, 20_000), seed=4321).text
     tok = model.tokenizer
     known = getattr(tok, "stoi", None)
@@ -182,7 +182,7 @@ HEAD_SCORES = ("previous_token", "first_token", "induction")
 
 
 def head_scores(
-    model: Any,
+    model: GPT,
     windows: np.ndarray,
     induction_length: int | None = None,
     induction_batch: int = 8,
@@ -198,9 +198,6 @@ def head_scores(
       second copy to the token after its earlier occurrence (the induction pattern: "A B ... A
       -> look at B"); `induction_length` tokens per copy (default: half the context, at most 32).
     """
-    import pandas as pd
-    import torch
-
     hooks = pattern_hooks(model)
     columns = ["layer", "head", *HEAD_SCORES]
     if not hooks:
@@ -267,14 +264,12 @@ class LogitLens:
 
     def table(self, k: int = 1) -> Any:
         """A DataFrame: one row per layer, one column per position, cells "tok (p)" for the top `k`."""
-        import pandas as pd
-
         cells = [[" ".join(f"{show_token(t)} ({p:.2f})" for t, p in zip(self.top_tokens[r][i][:k], self.top_probs[r, i, :k]))
                   for i in range(len(self.tokens))] for r in range(len(self.layers))]
         return pd.DataFrame(cells, index=self.layers, columns=unique_labels(self.tokens))
 
 
-def residual_streams(model: Any) -> list[tuple[str, str]]:
+def residual_streams(model: GPT) -> list[tuple[str, str]]:
     """(label, hook) of the residual stream entering the first block ("embed") and after each block."""
     n = model.config.n_layer
     if n == 0:
@@ -282,10 +277,8 @@ def residual_streams(model: Any) -> list[tuple[str, str]]:
     return [("embed", "blocks.0.hook_resid_pre")] + [(f"L{i}", f"blocks.{i}.hook_resid_post") for i in range(n)]
 
 
-def logit_lens(model: Any, text: str | Any, k: int = 5) -> LogitLens:
+def logit_lens(model: GPT, text: str | Any, k: int = 5) -> LogitLens:
     """The logit lens of `text`: what each layer would predict if the model stopped there."""
-    import torch
-
     if isinstance(text, str):
         tokens, strs, cropped = prompt_tokens(model, text)
     else:
@@ -345,14 +338,11 @@ def hook_switch(name: str) -> str | None:
     return None
 
 
-def hook_summary(model: Any, text: str | Any) -> tuple[Any, dict[str, np.ndarray]]:
+def hook_summary(model: GPT, text: str | Any) -> tuple[Any, dict[str, np.ndarray]]:
     """Every hook point for `text`: a DataFrame (hook, component, shape, mean, std, rms, min,
     max, status) in the model's own order, and the activations that fired ({name: array},
     batch dimension removed). Hooks behind an off switch have status "off: cfg.<switch>". The
     statistics are over the finite values (attention scores are -inf where masked)."""
-    import pandas as pd
-    import torch
-
     tokens = text if not isinstance(text, str) else prompt_tokens(model, text)[0]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, return_cache_object=False)
@@ -379,91 +369,6 @@ def hook_summary(model: Any, text: str | Any) -> tuple[Any, dict[str, np.ndarray
 # ---------------------------------------------------------------------------------------------
 # runs, checkpoints, metrics
 # ---------------------------------------------------------------------------------------------
-def is_checkpoint(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
-
-
-@dataclass
-class Checkpoint:
-    name: str
-    path: Path
-    iter: int | None = None
-    val_loss: float | None = None
-    best_val_loss: float | None = None
-
-    @property
-    def label(self) -> str:
-        it = f"iter {self.iter}" if self.iter is not None else "iter ?"
-        return f"{self.name} ({it})"
-
-
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    path = Path(path)
-    state: dict[str, Any] = {}
-    if (path / STATE_FILE).is_file():
-        try:
-            state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            state = {}
-    return Checkpoint(path.name, path, state.get("iter"), state.get("val_loss"), state.get("best_val_loss"))
-
-
-def find_checkpoints(run_dir: str | Path, depth: int = 2) -> list[Checkpoint]:
-    """Every checkpoint folder inside a run (`best/`, `last/`, and any others, e.g.
-    `checkpoints/iter_000500/`, up to `depth` levels down), ordered by iteration."""
-    run_dir = Path(run_dir)
-    found: list[Path] = []
-
-    def walk(folder: Path, level: int) -> None:
-        if level > depth:
-            return
-        try:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError:
-            return
-        for child in children:
-            if is_checkpoint(child):
-                found.append(child)
-            elif child.name != "data":
-                walk(child, level + 1)
-
-    walk(run_dir, 1)
-    checkpoints = [read_checkpoint(p) for p in found]
-    for c in checkpoints:
-        rel = c.path.relative_to(run_dir)
-        c.name = str(rel)
-    order = {"best": 1, "last": 2}
-    checkpoints.sort(key=lambda c: (c.iter if c.iter is not None else -1, order.get(c.name, 0), c.name))
-    return checkpoints
-
-
-def distinct_checkpoints(checkpoints: Sequence[Checkpoint]) -> list[Checkpoint]:
-    """One checkpoint per iteration (best/ and last/ are often the same state), oldest first."""
-    seen: dict[Any, Checkpoint] = {}
-    for c in checkpoints:
-        key = c.iter if c.iter is not None else c.name
-        if key not in seen:
-            seen[key] = c
-    return list(seen.values())
-
-
-def is_run(path: str | Path) -> bool:
-    path = Path(path)
-    return path.is_dir() and ((path / METRICS_FILE).is_file() or any(is_checkpoint(path / n) for n in ("best", "last")))
-
-
-def find_runs(root: str | Path) -> list[Path]:
-    """Run folders directly inside `root` (or `root` itself when it is one)."""
-    root = Path(root)
-    if is_run(root):
-        return [root]
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_run(p)),
-                  key=lambda p: p.name)
-
-
 @dataclass
 class Source:
     """What a folder given to the explorer holds: one checkpoint, one run, or a folder of runs."""
@@ -499,15 +404,6 @@ def resolve_source(path: str | Path) -> Source:
     )
 
 
-def run_of(checkpoint: str | Path) -> Path | None:
-    """The run folder a checkpoint belongs to (None for a lone checkpoint)."""
-    checkpoint = Path(checkpoint)
-    for parent in (checkpoint.parent, checkpoint.parent.parent):
-        if is_run(parent):
-            return parent
-    return None
-
-
 @dataclass
 class Metrics:
     """A run's metrics.jsonl, split by record kind (pandas frames) plus its samples over time."""
@@ -524,10 +420,6 @@ class Metrics:
 
 
 def read_run_metrics(run_dir: str | Path) -> Metrics:
-    import pandas as pd
-
-    from nanolens.models.trainer import read_metrics
-
     path = Path(run_dir) / METRICS_FILE
     records = read_metrics(path)
     logs = pd.DataFrame([r for r in records if r.get("kind") == "log"], columns=["iter", "train_loss", "lr", "tokens_per_s", "elapsed"])
@@ -560,10 +452,8 @@ def is_training(run_dir: str | Path, metrics: Metrics | None = None, idle_second
     return planned is None or last_iter < planned
 
 
-def model_facts(model: Any, checkpoint: str | Path | None = None) -> dict[str, Any]:
+def model_facts(model: GPT, checkpoint: str | Path | None = None) -> dict[str, Any]:
     """What the Model page shows: architecture, sizes, the preset and its ladder rung, losses."""
-    from nanolens.models.presets import LADDER
-
     cfg = model.config
     preset = cfg.preset
     rung = next((i for i, p in enumerate(LADDER, 1) if p.name == preset), None)
@@ -584,8 +474,6 @@ def model_facts(model: Any, checkpoint: str | Path | None = None) -> dict[str, A
     return facts
 
 
-def preset_description(model: Any) -> str | None:
-    from nanolens.models.presets import PRESETS
-
+def preset_description(model: GPT) -> str | None:
     preset = PRESETS.get(model.config.preset or "")
     return preset.description if preset else None

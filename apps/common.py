@@ -16,9 +16,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
+import torch
+
+from nanolens.models import GPT
 
 log = logging.getLogger("nanolens.apps")
 
@@ -26,7 +28,7 @@ MODEL_LOCK = threading.RLock()
 SMALL_MODEL = 20_000_000  # parameters; below this the app computes on one CPU thread
 # Every model the cache has handed out (path -> model), so tests and the sidebar can check that
 # no hook was left attached after a rerun.
-_LOADED: dict[str, Any] = {}
+_LOADED: dict[str, GPT] = {}
 
 
 def checkpoint_key(path: str | Path) -> tuple[str, float]:
@@ -37,11 +39,7 @@ def checkpoint_key(path: str | Path) -> tuple[str, float]:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=16)
-def _load(path: str, mtime: float) -> Any:
-    import torch
-
-    from nanolens.models import GPT
-
+def _load(path: str, mtime: float) -> GPT:
     device = os.environ.get("NANOLENS_DEVICE", "cpu")
     model = GPT.load(path, device=device).eval()
     for p in model.parameters():
@@ -58,12 +56,12 @@ def _load(path: str, mtime: float) -> Any:
     return model
 
 
-def load_model(path: str | Path) -> Any:
+def load_model(path: str | Path) -> GPT:
     """The shared model of a checkpoint folder (loaded on first use, then cached)."""
     return _load(*checkpoint_key(path))
 
 
-def loaded_models() -> dict[str, Any]:
+def loaded_models() -> dict[str, GPT]:
     return dict(_LOADED)
 
 
@@ -78,7 +76,7 @@ def attached_hooks() -> dict[str, dict[str, int]]:
 
 
 @contextmanager
-def using(model: Any) -> Iterator[Any]:
+def using(model: GPT) -> Iterator[GPT]:
     """Hold the model lock while running `model`; on exit no hook may remain attached."""
     with MODEL_LOCK:
         try:

@@ -13,6 +13,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from nanolens.corpora.sentiment import generate_corpus
+from nanolens.training import Trainer, TrainConfig, model_and_data
+
 
 def make_run(
     out: str | Path,
@@ -33,23 +36,11 @@ def make_run(
     """Train a gpt2-preset model of the given size on the sentiment corpus into the run folder
     `out` (metrics.jsonl, best/, last/, data/ and, with `keep_checkpoints`,
     checkpoints/iter_NNNNNN/ at every evaluation). Returns `out`."""
-    import torch
-
-    from nanolens.models import GPT, CharTokenizer, preset_config
-    from nanolens.models.batches import TokenData
-    from nanolens.models.sentiment import generate_corpus
-    from nanolens.models.trainer import Trainer, TrainConfig
-
     out = Path(out)
     text = generate_corpus(corpus_chars, seed=seed).text
-    tokenizer = CharTokenizer.from_text(text)
-    data = TokenData.from_text(text, tokenizer, 0.1, meta={"data": "sentiment"})
+    model, data = model_and_data(text, "sentiment", preset="gpt2", overrides=dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                                 block_size=block_size), seed=seed)
     data.save(out / "data")
-    config = preset_config("gpt2", vocab_size=tokenizer.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                           block_size=block_size)
-    config.extra = {**config.extra, "data": "sentiment", "tokenizer": "char"}
-    torch.manual_seed(seed)
-    model = GPT(config, tokenizer=tokenizer)
     settings = dict(max_iters=iters, batch_size=batch_size, eval_interval=eval_interval, eval_iters=2,
                     sample_interval=eval_interval, sample_tokens=40, log_interval=max(1, eval_interval // 2),
                     progress=progress, verbose=progress, plot=False, learning_rate=3e-3, warmup_iters=min(5, iters),

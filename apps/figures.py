@@ -13,23 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from .analysis import AttentionData, LogitLens, Metrics, head_label, show_token, unique_labels
 
 ATTENTION_SCALE = "Blues"
 
 
-def _go():
-    import plotly.graph_objects as go
-
-    return go
-
-
 def attention_figure(data: AttentionData, layer: int, selected_head: int | None = None, max_cols: int = 4) -> Any:
     """One heat map per head of `layer` (query position down, key position across)."""
-    from plotly.subplots import make_subplots
-
-    go = _go()
     pattern = data.patterns[layer]
     n_heads = pattern.shape[0]
     cols = min(n_heads, max_cols)
@@ -56,7 +49,6 @@ def attention_figure(data: AttentionData, layer: int, selected_head: int | None 
 
 def head_grid_figure(scores: Any, score: str, selected: str | None = None) -> Any:
     """A layers x heads grid coloured by one head score; each cell can be clicked to pick the head."""
-    go = _go()
     layers = sorted(int(x) for x in scores["layer"].unique())
     n_heads = int(scores["head"].max()) + 1 if len(scores) else 0
     z = np.full((len(layers), n_heads), np.nan)
@@ -112,7 +104,6 @@ def token_view_html(tokens: Sequence[str], weights: Sequence[float], focus: int,
 
 def logit_lens_figure(lens: LogitLens) -> Any:
     """Rows: layers; columns: positions; colour: the top token's probability; text: the top token."""
-    go = _go()
     text = [[show_token(lens.top_tokens[r][i][0]) for i in range(len(lens.tokens))] for r in range(len(lens.layers))]
     hover = [["<br>".join(f"{html.escape(show_token(t))}: {p:.3f}" for t, p in zip(lens.top_tokens[r][i], lens.top_probs[r, i]))
               for i in range(len(lens.tokens))] for r in range(len(lens.layers))]
@@ -130,7 +121,6 @@ def logit_lens_figure(lens: LogitLens) -> Any:
 
 def true_next_figure(lens: LogitLens) -> Any:
     """Probability of the token that really comes next, by layer and position."""
-    go = _go()
     n = lens.true_next_prob.shape[1]
     x = [f"{show_token(lens.tokens[i])}→{show_token(lens.tokens[i + 1])}·{i}" for i in range(n)]
     fig = go.Figure(go.Heatmap(
@@ -146,7 +136,6 @@ def true_next_figure(lens: LogitLens) -> Any:
 
 
 def loss_figure(metrics: Metrics) -> Any:
-    go = _go()
     fig = go.Figure()
     if len(metrics.logs):
         fig.add_trace(go.Scatter(x=metrics.logs["iter"], y=metrics.logs["train_loss"], mode="lines", name="train (per step)",
@@ -162,7 +151,6 @@ def loss_figure(metrics: Metrics) -> Any:
 
 
 def lr_figure(metrics: Metrics) -> Any:
-    go = _go()
     frame = metrics.logs if len(metrics.logs) else metrics.evals
     fig = go.Figure(go.Scatter(x=frame["iter"], y=frame["lr"], mode="lines", name="learning rate", line=dict(color="#2ca02c")))
     fig.update_layout(xaxis_title="iteration", yaxis_title="learning rate", height=220, margin=dict(l=10, r=10, t=30, b=10),
@@ -171,7 +159,6 @@ def lr_figure(metrics: Metrics) -> Any:
 
 
 def probe_figure(df: Any) -> Any:
-    go = _go()
     metric = df.attrs.get("metric", "accuracy")
     x = [str(v) for v in df["layer"]]
     fig = go.Figure()
@@ -217,7 +204,6 @@ def probe_tokens_html(readout: Any, classes: Sequence[Any] | None = None) -> str
 
 def hook_diagram(summary: Any, selected: str | None = None) -> Any:
     """Every hook point as a node: columns embed / block 0 / ... / final, in the order they run."""
-    go = _go()
     columns = list(dict.fromkeys(summary["component"]))
     xs, ys, labels, names, colours, hovers, sizes = [], [], [], [], [], [], []
     depth: dict[str, int] = {}
@@ -251,7 +237,6 @@ def hook_diagram(summary: Any, selected: str | None = None) -> Any:
 
 def activation_figure(name: str, act: np.ndarray, tokens: Sequence[str] | None = None) -> Any:
     """An activation as a heat map: [pos, ...] flattened to [pos, features]; patterns per head side by side."""
-    go = _go()
     a = np.asarray(act)
     if a.ndim == 3 and name.endswith(("hook_pattern", "hook_attn_scores")):  # [head, q, k] -> [q, head*k]
         a = np.concatenate(list(a), axis=1)
@@ -273,7 +258,6 @@ def activation_figure(name: str, act: np.ndarray, tokens: Sequence[str] | None =
 
 def timelapse_figure(tokens: Sequence[str], patterns: Sequence[np.ndarray], labels: Sequence[str], head: str) -> Any:
     """One head's pattern at each checkpoint, as an animation with a slider (plotly frames)."""
-    go = _go()
     x = unique_labels(tokens)
 
     def heat(p: np.ndarray) -> Any:
@@ -299,7 +283,6 @@ def timelapse_figure(tokens: Sequence[str], patterns: Sequence[np.ndarray], labe
 
 def head_score_history_figure(history: Any, head: str) -> Any:
     """A head's scores (previous-token, first-token, induction) at each checkpoint."""
-    go = _go()
     fig = go.Figure()
     for col in ("previous_token", "first_token", "induction"):
         if col in history:

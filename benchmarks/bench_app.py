@@ -55,8 +55,8 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
 def demo_run(folder: Path) -> Path:
     """A run folder holding a demo-sized model (random weights: speed does not depend on them)."""
     from nanolens.models import GPT, CharTokenizer, preset_config
-    from nanolens.models.batches import TokenData
-    from nanolens.models.sentiment import generate_corpus
+    from nanolens.training.batches import TokenData
+    from nanolens.corpora.sentiment import generate_corpus
 
     text = generate_corpus(100_000, seed=0).text
     tok = CharTokenizer.from_text(text)
@@ -71,7 +71,7 @@ def demo_run(folder: Path) -> Path:
 
 
 def prompt_of(model, n: int) -> str:
-    from nanolens.models.sentiment import generate_corpus
+    from nanolens.corpora.sentiment import generate_corpus
 
     text = generate_corpus(5_000, seed=7).text
     return text[:n]
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nanolens.apps import analysis as A
     from nanolens.apps import common
-    from nanolens.apps import figures as F
+    from nanolens.apps import figures
     from nanolens.steering import Steering, contrast_pair
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         def attention_page():
             with common.using(model):
                 data = A.attention_patterns(model, prompt)
-            F.attention_figure(data, 0, 0).to_json()
-            F.token_view_html(data.tokens, A.attends_to(data, 0, 0, PROMPT_TOKENS - 1), PROMPT_TOKENS - 1)
+            figures.attention_figure(data, 0, 0).to_json()
+            figures.token_view_html(data.tokens, A.attends_to(data, 0, 0, PROMPT_TOKENS - 1), PROMPT_TOKENS - 1)
 
         ids, _ = A.corpus_ids(model, run)
         windows = A.corpus_windows(ids, 64, 16, seed=0)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         def head_summary():
             with common.using(model):
                 scores = A.head_scores(model, windows)
-            F.head_grid_figure(scores, "previous_token", "L0H0").to_json()
+            figures.head_grid_figure(scores, "previous_token", "L0H0").to_json()
 
         def steering_pair():
             with common.using(model):
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             with common.using(model):
                 lens = A.logit_lens(model, prompt)
                 summary, _ = A.hook_summary(model, prompt)
-            F.logit_lens_figure(lens).to_json()
-            F.hook_diagram(summary).to_json()
+            figures.logit_lens_figure(lens).to_json()
+            figures.hook_diagram(summary).to_json()
 
         rows = [
             ("attention page data (64-token prompt)", median_time(attention_page, repeats)),

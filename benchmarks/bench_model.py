@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanolens.models import GPT, preset_config
+from nanolens.steering import Steering, random_direction
 from transformer_lens.hook_points import HookPoint
 
 RESID_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
@@ -250,8 +251,6 @@ def bench_decode(args: argparse.Namespace, size: dict[str, int] | None = None) -
 def bench_steering(args: argparse.Namespace) -> Row:
     """Row 4: the same greedy KV-cache decode as row 2, with a steering vector added to one
     layer's residual stream at every position, against the unsteered decode."""
-    from nanolens.steering import Steering, random_direction
-
     model = decode_model(args)
     config = model.config
     layer = config.n_layer // 2

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from nanolens.models import GPT, LADDER, PRESETS, preset_config
-from nanolens.models.batches import TokenData
-from nanolens.models.data import load_corpus
-from nanolens.models.tokenizers import build_tokenizer
-from nanolens.models.trainer import Trainer, TrainConfig
+from nanolens.corpora import load_corpus
+from nanolens.files import save_png
+from nanolens.models import GPT, LADDER, PRESETS, build_tokenizer, preset_config
+from nanolens.training import TokenData, Trainer, TrainConfig
 
 from bench_train import data_spec  # a sibling script: --data, else $NANOLENS_DATA, else ../shared's copy
 
@@ -209,9 +210,6 @@ def markdown(rungs: list[Rung], args, spec: str, total_s: float) -> str:
 
 
 def plot(rungs: list[Rung], path: Path, title: str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(8, 4.5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -228,11 +226,7 @@ def plot(rungs: list[Rung], path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

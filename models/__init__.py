@@ -1,27 +1,43 @@
-"""nanolens.models: config, components, the hooked GPT, tokenizers, generation, checkpoints.
+"""nanolens.models: the architecture. Config, registry and components, the hooked GPT, presets,
+tokenizers, generation, checkpoints and nanoGPT interop; nothing of training, probing or steering.
 
-Names are imported on first use, so light modules (`config`, `presets`) load without torch or
-transformer-lens (this keeps `nanolens --help` fast).
+    from nanolens.models import GPT, CharTokenizer, preset_config
+    model = GPT(preset_config("gpt2", vocab_size=65, n_layer=2))
+    logits, cache = model.run_with_cache(tokens)
+
+Importing the package is light: `config` and `presets` (what `nanolens presets` and config
+validation need) never import torch, so the names below load from their modules on first use.
 """
 
 from __future__ import annotations
 
-from nanolens._lazy import lazy_exports
+import importlib
+from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {
-    "GPT": "gpt", "HookNameError": "gpt",
-    "GPTConfig": "config", "ConfigError": "config", "VARIANTS": "config",
-    "KVCache": "attention",
-    "LADDER": "presets", "PRESETS": "presets", "preset_config": "presets",
-    "CharTokenizer": "tokenizers", "BPETokenizer": "tokenizers", "UnknownCharactersError": "tokenizers",
-    "load_tokenizer": "tokenizers", "build_tokenizer": "tokenizers",
-    "Corpus": "data", "Story": "data", "CorpusError": "data", "load_corpus": "data",
-    "TokenData": "batches", "DataError": "batches",
-    "Trainer": "trainer", "TrainConfig": "trainer", "StopTraining": "trainer",
-    "CheckpointError": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
-    "Template": "finetune_data", "FinetuneDataError": "finetune_data", "SFTData": "finetune_data",
-    "sft": "finetune", "RewardModel": "reward", "train_reward_model": "reward", "PPOConfig": "ppo", "PPOTrainer": "ppo",
-    "train_dpo": "dpo", "evaluate_policy": "finetune_eval", "run_comparison": "finetune_eval",
+if TYPE_CHECKING:  # what IDEs and type checkers see; `_HOMES` says the same for the interpreter
+    from .attention import KVCache
+    from .checkpoint import CheckpointError, save_model
+    from .config import VARIANTS, ConfigError, GPTConfig
+    from .gpt import GPT, load_model
+    from .hook_names import HookNameError
+    from .presets import LADDER, PRESETS, preset_config
+    from .tokenizers import BPETokenizer, CharTokenizer, UnknownCharactersError, build_tokenizer, load_tokenizer
+
+_HOMES = {
+    "KVCache": "attention", "CheckpointError": "checkpoint", "save_model": "checkpoint", "VARIANTS": "config",
+    "ConfigError": "config", "GPTConfig": "config", "GPT": "gpt", "load_model": "gpt", "HookNameError": "hook_names",
+    "LADDER": "presets", "PRESETS": "presets", "preset_config": "presets", "BPETokenizer": "tokenizers",
+    "CharTokenizer": "tokenizers", "UnknownCharactersError": "tokenizers", "build_tokenizer": "tokenizers",
+    "load_tokenizer": "tokenizers",
 }
+__all__ = sorted(_HOMES)
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

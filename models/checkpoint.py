@@ -1,25 +1,22 @@
 """Model directories: `config.json` + `model.safetensors` (+ `tokenizer.json`), written atomically.
 
 A directory is written beside its destination under a temporary name and swapped in with
-renames, so a crash mid-write leaves either the old checkpoint or the new one, never a mix.
-No pickle is ever read.
+renames (`nanolens.files.atomic_directory`), so a crash mid-write leaves either the old
+checkpoint or the new one, never a mix. No pickle is ever read. `GPT.load` reads what
+`save_model` writes; which folder a `--ckpt` means is `nanolens.training.runs.model_dir`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
+
+from nanolens.files import atomic_directory
 
 from .config import ConfigError, GPTConfig
 from .tokenizers import load_tokenizer
@@ -32,51 +29,6 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", 
 
 class CheckpointError(ValueError):
     """A checkpoint directory or file that cannot be loaded; the message says what to do."""
-
-
-def model_dir(path: str | Path) -> Path:
-    """A model directory: `path` itself when it holds a config, else a run directory's best/
-    (then last/). What every command's `--ckpt` accepts."""
-    path = Path(path)
-    if (path / CONFIG_FILE).is_file():
-        return path
-    for name in ("best", "last"):
-        if (path / name / CONFIG_FILE).is_file():
-            return path / name
-    raise FileNotFoundError(f"{path}: no {CONFIG_FILE} there (nor in best/ or last/); give a checkpoint or run directory")
-
-
-@contextmanager
-def atomic_directory(destination: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it replaces `destination` whole.
-
-    On an exception the temporary directory is removed and `destination` is untouched.
-    """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
-    try:
-        yield tmp
-        for file in tmp.iterdir():  # make the contents durable before they become visible
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        old = None
-        if destination.exists():
-            old = destination.parent / f".{destination.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(destination, old)
-        try:
-            os.replace(tmp, destination)
-        except BaseException:
-            if old is not None:  # put the old checkpoint back where it was
-                os.replace(old, destination)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_model_files(model: "GPT", directory: Path) -> None:
@@ -95,10 +47,9 @@ def save_model(model: "GPT", directory: str | Path) -> Path:
     return directory
 
 
-def load_model(directory: str | Path, device: str | torch.device | None = None) -> "GPT":
-    """Load a checkpoint directory written by `save_model` (or the trainer)."""
-    from .gpt import GPT
-
+def read_model_dir(directory: str | Path) -> tuple[GPTConfig, Any]:
+    """The config and tokenizer (None when the directory has none) of a checkpoint directory,
+    checked: every problem is a `CheckpointError` that names the file and the fix."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a directory; give the path of a saved model or run")
@@ -126,12 +77,13 @@ def load_model(directory: str | Path, device: str | torch.device | None = None) 
                 f"{directory / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but {CONFIG_FILE} says "
                 f"vocab_size {config.vocab_size}: the tokenizer belongs to another model"
             )
-    model = GPT(config, tokenizer=tokenizer)
+    return config, tokenizer
+
+
+def load_weights(model: "GPT", directory: str | Path) -> None:
+    """Fill `model` (built from the directory's config) with its `model.safetensors`, strictly."""
+    path = Path(directory) / WEIGHTS_FILE
     try:
-        load_safetensors_model(model, str(directory / WEIGHTS_FILE), strict=True)
+        load_safetensors_model(model, str(path), strict=True)
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise CheckpointError(
-            f"{directory / WEIGHTS_FILE} does not match {CONFIG_FILE} or is corrupt: {err}"
-        ) from None
-    model.eval()
-    return model.to(device) if device is not None else model
+        raise CheckpointError(f"{path} does not match {CONFIG_FILE} or is corrupt: {err}") from None

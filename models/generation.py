@@ -4,15 +4,22 @@ With the KV cache, the prompt is run once and then each step passes only the new
 hooks see activations of shape [batch, 1, ...] after the first step. When the text outgrows the
 context (`block_size`), the window is cropped to its last `block_size` tokens and the cache is
 rebuilt from that window, so cached and uncached generation give the same tokens.
+
+Interventions wrap the model; the model never imports them. `generate(steering=...)` takes any
+`Intervention`: an object whose `applied(model)` is a context manager attaching its hooks for
+the whole generation (a `nanolens.steering.Steering`, or a `SteeringVector`). Packages above
+may teach it other spellings with `register_intervention_adapter` (steering adds its dict and
+list forms). Generation announces where each forward pass sits in the text (`current_step`),
+which is how steering knows the prompt from the generated tokens under the KV cache.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -33,12 +40,41 @@ def current_step(model: "GPT") -> tuple[int, int] | None:
     return step[1:] if step is not None and step[0] == id(model) else None
 
 
-def _steering(model: "GPT", steering: Any):
-    if steering is None:
-        return nullcontext()
-    from nanolens.steering.apply import steering_context
+@runtime_checkable
+class Intervention(Protocol):
+    """What `generate(steering=...)` accepts: it attaches its hooks to `model` while applied
+    (and may check it first with `validate(model)`, called at the call of `generate_stream`)."""
 
-    return steering_context(model, steering)
+    def applied(self, model: "GPT") -> AbstractContextManager[Any]: ...
+
+
+# Adapters from other spellings (a dict of settings, a list of vectors) to an Intervention,
+# registered by the packages that define them; each returns None for what it does not know.
+_ADAPTERS: list[Callable[[Any], Intervention | None]] = []
+
+
+def register_intervention_adapter(adapter: Callable[[Any], Intervention | None]) -> None:
+    """Let `generate(steering=x)` accept `x` when `adapter(x)` turns it into an Intervention."""
+    if adapter not in _ADAPTERS:
+        _ADAPTERS.append(adapter)
+
+
+def as_intervention(steering: Any) -> Intervention:
+    """`steering` as an Intervention, or a TypeError naming what is accepted."""
+    if isinstance(steering, Intervention):
+        return steering
+    for adapt in _ADAPTERS:
+        found = adapt(steering)
+        if found is not None:
+            return found
+    raise TypeError(
+        f"steering={type(steering).__name__!r} is not an intervention: give a nanolens.steering.Steering, a "
+        "SteeringVector, or any object with an applied(model) context manager"
+    )
+
+
+def _applied(model: "GPT", steering: Any) -> AbstractContextManager[Any]:
+    return nullcontext() if steering is None else as_intervention(steering).applied(model)
 
 
 def sample_next(
@@ -157,8 +193,9 @@ def generate(
     Token input returns ids [batch, pos + new]; text input returns the prompt plus its
     continuation, cut before `stop` when that string appears (generation ends once every row
     has produced it). `fwd_hooks` are attached for the whole generation, as in `run_with_hooks`.
-    `steering`: a `nanolens.steering.Steering` (or a SteeringVector) applied to every step,
-    KV cache included; its `.last_report` afterwards counts the positions it touched.
+    `steering`: an `Intervention` (a `nanolens.steering.Steering`, a SteeringVector, ...) applied
+    to every step, KV cache included; a Steering's `.last_report` afterwards counts the
+    positions it touched.
     """
     if stop is not None and model.tokenizer is None:
         raise ValueError("a stop string needs a tokenizer to decode the generated text")
@@ -168,7 +205,7 @@ def generate(
     new: list[Tensor] = []
     done = torch.zeros(tokens.shape[0], dtype=torch.bool)
     try:
-        with model.hooks(fwd_hooks=list(fwd_hooks)), _steering(model, steering):
+        with model.hooks(fwd_hooks=list(fwd_hooks)), _applied(model, steering):
             for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
                 new.append(next_ids)
                 if stop:
@@ -215,10 +252,9 @@ def generate_stream(
     if as_text and tokens.shape[0] != 1:
         raise ValueError("generate_stream streams text for one prompt at a time")
     if steering is not None:
-        from nanolens.steering.apply import as_steering
-
-        steering = as_steering(steering)  # a bad steering raises here, at the call
-        steering.validate(model)
+        steering = as_intervention(steering)  # a bad steering raises here, at the call
+        if hasattr(steering, "validate"):
+            steering.validate(model)
     return _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, seed, stop, use_kv_cache, fwd_hooks, steering)
 
 
@@ -238,7 +274,7 @@ def _stream(model, tokens, as_text, max_new_tokens, temperature, top_k, top_p, s
     new: list[Tensor] = []
     done = torch.zeros(tokens.shape[0], dtype=torch.bool)
     try:
-        with model.hooks(fwd_hooks=list(fwd_hooks)), _steering(model, steering):
+        with model.hooks(fwd_hooks=list(fwd_hooks)), _applied(model, steering):
             for next_ids in stream_tokens(model, tokens, max_new_tokens, temperature, top_k, top_p, seed, use_kv_cache):
                 if not as_text:
                     yield next_ids

@@ -7,10 +7,8 @@ path, so `blocks.0.hook_resid_post` means here what it means in TransformerLens.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,168 +16,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
-from transformer_lens.config.transformer_lens_config import TransformerLensConfig
 
-from .attention import ATTENTION, Attention, KVCache
+from . import generation, nanogpt
+from .attention import Attention, KVCache
+from .block import Block, Embed, Unembed
+from .checkpoint import load_weights, read_model_dir, save_model
 from .config import GPTConfig
+from .hook_names import HookNameError, suggest
 from .hooks import Dropout, FastCall, HookPoint
-from .mlp import MLP
 from .norms import build_norm
 from .positional import build_positional
+from .tl_config import tl_config
 
 ReturnType = Literal["logits", "loss", "both", None]
 
-_TL_NORMS = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}
-_TL_POSITIONS = {"learned": "standard", "sinusoidal": "sinusoidal", "rotary": "rotary", "alibi": "alibi", "none": "none"}
-_TL_ACTS = {"gelu": "gelu", "geglu": "gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swiglu": "silu"}
-_SWITCHES = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_unembed")
 # TransformerLens 4's bridge (and so patching.get_act_patch_direct_path) names the per-head
 # attention inputs `blocks.{i}.attn.hook_{q,k,v}_input`; like HookedTransformer, ours sit on the block.
 _HOOK_ALIAS = re.compile(r"^(blocks\.\d+)\.attn\.(hook_[qkv]_input)$")
-
-
-@dataclass
-class NanolensTLConfig(TransformerLensConfig):
-    """`model.cfg`: the facts TransformerLens' tools read, plus the optional-hook switches.
-
-    Components read the switches from this one shared object at every forward, so
-    `model.cfg.use_attn_result = True` (or `model.set_use_attn_result(True)`) takes effect at once.
-    """
-
-    use_attn_in: bool = False
-    use_hook_mlp_in: bool = False
-    use_hook_unembed: bool = False
-    d_vocab_out: int = -1
-    original_architecture: str = "nanolens"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def tl_config(config: GPTConfig) -> NanolensTLConfig:
-    return NanolensTLConfig(
-        d_model=config.n_embd,
-        d_head=config.d_head,
-        n_layers=config.n_layer,
-        n_ctx=config.block_size,
-        n_heads=config.n_head,
-        d_mlp=config.mlp_width,
-        d_vocab=config.vocab_size,
-        d_vocab_out=config.vocab_size,
-        device="cpu",
-        positional_embedding_type=_TL_POSITIONS[config.positional],
-        n_key_value_heads=config.kv_heads if config.kv_heads != config.n_head else None,
-        attn_only=not config.use_mlp,
-        gated_mlp=config.gated_mlp,
-        uses_rms_norm=config.norm == "rmsnorm",
-        eps=config.norm_eps,
-        act_fn=_TL_ACTS[config.mlp],
-        normalization_type=_TL_NORMS[config.norm],
-        final_rms=config.norm == "rmsnorm" and config.use_final_norm,
-        default_prepend_bos=False,
-        **{name: getattr(config, name) for name in _SWITCHES},
-    )
-
-
-class HookNameError(ValueError):
-    """A hook name that the model does not have; the message suggests the closest real ones."""
-
-
-class Embed(FastCall):
-    """Token embedding table `W_E` [d_vocab, d_model]."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.W_E = nn.Parameter(torch.empty(config.vocab_size, config.n_embd))
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return F.embedding(tokens, self.W_E)
-
-
-class Unembed(FastCall):
-    """Residual stream -> logits. With tied weights it reads the embedding table itself."""
-
-    def __init__(self, config: GPTConfig, switches: NanolensTLConfig, tied: nn.Parameter | None) -> None:
-        super().__init__()
-        self.switches = switches
-        self.weight = tied if tied is not None else nn.Parameter(torch.empty(config.vocab_size, config.n_embd))
-        self.hook_in = HookPoint()  # [batch, pos, d_model], with cfg.use_hook_unembed
-        self.hook_out = HookPoint()  # [batch, pos, d_vocab], with cfg.use_hook_unembed
-
-    @property
-    def W_U(self) -> Tensor:  # [d_model, d_vocab]
-        return self.weight.T
-
-    @property
-    def b_U(self) -> Tensor:
-        return self.weight.new_zeros(self.weight.shape[0])
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.switches.use_hook_unembed:
-            return F.linear(x, self.weight)
-        return self.hook_out(F.linear(self.hook_in(x), self.weight))
-
-
-class Block(FastCall):
-    """One transformer block: attention then MLP, each pre- or post-normed, each added to the
-    residual stream (or, with `use_residual=False`, replacing it)."""
-
-    # TransformerLens' logit lens reads this: hook_resid_post is the one stream ln_final reads.
-    hook_out_is_single_residual_stream = True
-
-    def __init__(self, config: GPTConfig, switches: NanolensTLConfig) -> None:
-        super().__init__()
-        self.switches = switches
-        self.pre_norm = config.norm_position == "pre"
-        self.residual = config.use_residual
-        self.hook_resid_pre = HookPoint()
-        self.attn = self.mlp = None
-        if config.use_attn:
-            self.ln1 = build_norm(config) or nn.Identity()
-            self.attn = ATTENTION[config.attention](config, switches)
-            if isinstance(self.attn, Attention):
-                self.hook_attn_in = HookPoint()  # [batch, pos, head, d_model], with cfg.use_attn_in
-                self.hook_q_input, self.hook_k_input, self.hook_v_input = HookPoint(), HookPoint(), HookPoint()
-            self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        if config.use_mlp:
-            self.ln2 = build_norm(config) or nn.Identity()
-            self.mlp = MLP(config)
-            self.hook_mlp_in = HookPoint()  # with cfg.use_hook_mlp_in
-            self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
-
-    def forward(self, x: Tensor, offset: int = 0, cache=None) -> Tensor:
-        x = self.hook_resid_pre(x)
-        if self.attn is not None:
-            x = self._add(x, self.hook_attn_out(self._attend(x, offset, cache)), self.ln1)
-        x = self.hook_resid_mid(x)
-        if self.mlp is not None:
-            mlp_in = self.hook_mlp_in(x.clone()) if self.switches.use_hook_mlp_in else x
-            x = self._add(x, self.hook_mlp_out(self.mlp(self.ln2(mlp_in) if self.pre_norm else mlp_in)), self.ln2)
-        return self.hook_resid_post(x)
-
-    def _add(self, resid: Tensor, out: Tensor, norm: nn.Module) -> Tensor:
-        x = resid + out if self.residual else out
-        return x if self.pre_norm else norm(x)
-
-    def _attend(self, x: Tensor, offset: int, cache) -> Tensor:
-        s = self.switches
-        if not (s.use_split_qkv_input or s.use_attn_in) or not isinstance(self.attn, Attention):
-            return self.attn(self.ln1(x) if self.pre_norm else x, offset, cache)
-        # TransformerLens' per-head input mode: the residual stream copied once per head (hooks
-        # see [batch, pos, head, d_model]) and normalised per head before projection.
-        def per_head(n: int) -> Tensor:
-            return x.unsqueeze(2).expand(-1, -1, n, -1).clone()
-
-        n_q, n_kv = self.attn.n_heads, self.attn.n_kv_heads
-        if s.use_split_qkv_input:
-            inputs = (self.hook_q_input(per_head(n_q)), self.hook_k_input(per_head(n_kv)), self.hook_v_input(per_head(n_kv)))
-        else:
-            attn_in = self.hook_attn_in(per_head(n_q))
-            kv_in = attn_in[:, :, :: self.attn.group]  # each K/V head reads its group's first head
-            inputs = (attn_in, kv_in, kv_in)
-        if self.pre_norm:
-            inputs = tuple(self.ln1(t) for t in inputs)
-        return self.attn(None, offset, cache, per_head=inputs)
 
 
 class GPT(FastCall, HookedRootModule):
@@ -469,10 +322,9 @@ class GPT(FastCall, HookedRootModule):
         """Raise HookNameError, suggesting the closest real names, if `name` is not a hook point."""
         if name in self.hook_dict:
             return
-        close = difflib.get_close_matches(name, self.hook_dict, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise HookNameError(
-            f"no hook point named {name!r}{hint} (model.hook_names() lists all {len(self.hook_dict)})"
+            f"no hook point named {name!r}{suggest(name, list(self.hook_dict))} "
+            f"(model.hook_names() lists all {len(self.hook_dict)})"
         )
 
     def _check_names_filter(self, names_filter) -> None:
@@ -543,37 +395,38 @@ class GPT(FastCall, HookedRootModule):
 
     def generate(self, input: Tensor | str | list[str], max_new_tokens: int = 100, **kwargs: Any):
         """Sample a continuation; see `nanolens.models.generation.generate` for every option."""
-        from .generation import generate
-
-        return generate(self, input, max_new_tokens=max_new_tokens, **kwargs)
+        return generation.generate(self, input, max_new_tokens=max_new_tokens, **kwargs)
 
     def generate_stream(self, input: Tensor | str, max_new_tokens: int = 100, **kwargs: Any) -> Iterator:
         """Like `generate`, but yields each new piece as soon as it is sampled."""
-        from .generation import generate_stream
-
-        return generate_stream(self, input, max_new_tokens=max_new_tokens, **kwargs)
+        return generation.generate_stream(self, input, max_new_tokens=max_new_tokens, **kwargs)
 
     def save(self, directory: str | Path) -> Path:
         """Write config.json + model.safetensors (+ tokenizer.json) atomically to `directory`."""
-        from .checkpoint import save_model
-
         return save_model(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> "GPT":
-        from .checkpoint import load_model
-
-        return load_model(directory, device=device)
+        """Load a checkpoint directory written by `save` (or the trainer), in eval mode."""
+        config, tokenizer = read_model_dir(directory)
+        model = cls(config, tokenizer=tokenizer)
+        load_weights(model, directory)
+        model.eval()
+        return model.to(device) if device is not None else model
 
     @classmethod
     def from_nanogpt(cls, path: str | Path, tokenizer: Any | None = None) -> "GPT":
         """Load a nanoGPT `ckpt.pt` (read with `torch.load(weights_only=True)`) as a gpt2-preset model."""
-        from .nanogpt import from_nanogpt
-
-        return from_nanogpt(path, tokenizer=tokenizer)
+        config, state = nanogpt.read_nanogpt(path)
+        model = cls(config, tokenizer=tokenizer)
+        model.load_state_dict(nanogpt.translate_state(state, model.state_dict(), path), strict=True)
+        return model.eval()
 
     def to_nanogpt(self, path: str | Path) -> Path:
         """Write this (gpt2-preset) model as a nanoGPT `ckpt.pt` with `model_args` and `model`."""
-        from .nanogpt import to_nanogpt
+        return nanogpt.to_nanogpt(self, path)
 
-        return to_nanogpt(self, path)
+
+def load_model(directory: str | Path, device: str | torch.device | None = None) -> GPT:
+    """`GPT.load`: a checkpoint directory written by `save_model` (or the trainer)."""
+    return GPT.load(directory, device=device)

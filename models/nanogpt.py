@@ -7,7 +7,6 @@ Files are read with `torch.load(weights_only=True)`, so a pickle that would run 
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 from pathlib import Path
@@ -15,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nanolens.files import atomic_write
+
 from .checkpoint import CheckpointError
+from .config import GPTConfig
 from .presets import preset_config
 
 if TYPE_CHECKING:
@@ -76,10 +78,8 @@ def _read(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def from_nanogpt(path: str | Path, tokenizer: Any | None = None) -> "GPT":
-    """Build a gpt2-preset GPT from a nanoGPT checkpoint, checking every key and shape."""
-    from .gpt import GPT
-
+def read_nanogpt(path: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """The gpt2-preset config a nanoGPT checkpoint's `model_args` describe, and its tensors."""
     path = Path(path)
     checkpoint = _read(path)
     args = checkpoint["model_args"]
@@ -91,11 +91,15 @@ def from_nanogpt(path: str | Path, tokenizer: Any | None = None) -> "GPT":
         block_size=int(args["block_size"]), vocab_size=int(args["vocab_size"]),
         bias=bool(args.get("bias", True)), dropout=float(args.get("dropout", 0.0)),
     )
-    model = GPT(config, tokenizer=tokenizer)
-    expected = model.state_dict()
+    return config, checkpoint["model"]
+
+
+def translate_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
+    """nanoGPT's tensors under nanolens' names, every key and shape checked against `expected`
+    (the state dict of the model they are for)."""
     translated: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
-    for key, tensor in checkpoint["model"].items():
+    for key, tensor in state.items():
         key = key.removeprefix("_orig_mod.")
         if key.endswith(".attn.bias") and tensor.dim() == 4:  # nanoGPT's causal-mask buffer
             continue
@@ -114,8 +118,7 @@ def from_nanogpt(path: str | Path, tokenizer: Any | None = None) -> "GPT":
             f"{path} does not match nanoGPT's gpt2 layout: unexpected keys {unknown[:5]}, missing keys "
             f"{missing[:5]} (is it a nanoGPT checkpoint of the same model_args?)"
         )
-    model.load_state_dict(translated, strict=True)
-    return model.eval()
+    return translated
 
 
 def _check_exportable(model: "GPT") -> None:
@@ -149,9 +152,4 @@ def to_nanogpt(model: "GPT", path: str | Path) -> Path:
         "best_val_loss": float("inf"),
         "config": {},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 
 class UnknownCharactersError(ValueError):
     """Text holds characters the tokenizer has never seen."""
@@ -102,8 +104,6 @@ class BPETokenizer:
     def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
         """Learn merges from `text` until the vocabulary holds `vocab_size` tokens (or no pair
         repeats: a small corpus can end with fewer; `vocab_size` reports the real size)."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
         if not isinstance(vocab_size, int) or vocab_size < cls.MIN_VOCAB:
             raise ValueError(
                 f"vocab_size for byte-level BPE must be an integer >= {cls.MIN_VOCAB} "
@@ -153,8 +153,6 @@ class BPETokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> "BPETokenizer":
-        from tokenizers import Tokenizer
-
         return cls(Tokenizer.from_str(json.dumps(data["tokenizer"])))
 
     def __repr__(self) -> str:

@@ -49,10 +49,10 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's noteb
 import torch
 
 from nanolens.models import GPT, preset_config
-from nanolens.models.batches import TokenData
-from nanolens.models.data import CorpusError, load_corpus, shakespeare_path
+from nanolens.training.batches import TokenData
+from nanolens.corpora import CorpusError, load_corpus, shakespeare_path
 from nanolens.models.tokenizers import build_tokenizer
-from nanolens.models.trainer import Trainer, TrainConfig
+from nanolens.training import Trainer, TrainConfig
 
 QUICK = os.environ.get("NANOLENS_NOTEBOOK_QUICK", "0") == "1"
 torch.set_num_threads(1)  # small models: one thread is fastest, and robust when other programs share the CPU

@@ -28,9 +28,9 @@ import torch
 import matplotlib.pyplot as plt
 
 from nanolens.models import GPT, CharTokenizer, preset_config
-from nanolens.models.batches import TokenData
-from nanolens.models.sentiment import generate_corpus
-from nanolens.models.trainer import Trainer, TrainConfig
+from nanolens.training.batches import TokenData
+from nanolens.corpora.sentiment import generate_corpus
+from nanolens.training import Trainer, TrainConfig
 
 if QUICK:
     torch.set_num_threads(1)  # tiny models run fastest on one thread
@@ -220,7 +220,7 @@ def notebook_02():
         ),
         new_code_cell(
             "from nanolens.probes import LabelledTexts, extract_activations, LinearProbe, cosine\n"
-            "from nanolens.probes import probe_layers, plot_probe_layers, probe_readout, format_table\n"
+            "from nanolens.probes import probe_layers, plot_probe_layers, probe_readout, probe_table\n"
             "\n"
             "N = 200 if QUICK else 2000\n"
             "block = model.config.block_size\n"
@@ -247,7 +247,7 @@ def notebook_02():
             "from IPython.display import Image, display\n"
             "\n"
             "df = probe_layers(model, stories, 'resid_post', control='shuffle', progress=False)\n"
-            "print(format_table(df))\n"
+            "print(probe_table(df))\n"
             "os.makedirs('probe_plots', exist_ok=True)\n"
             "display(Image(filename=str(plot_probe_layers(df, 'probe_plots/sentiment_reveal.png'))))"
         ),
@@ -260,7 +260,7 @@ def notebook_02():
         new_code_cell(
             "openings = LabelledTexts.from_sentiment(N, seed=1234, position='decision', max_chars=block)\n"
             "df_open = probe_layers(model, openings, 'resid_post', progress=False)\n"
-            "print(format_table(df_open))"
+            "print(probe_table(df_open))"
         ),
         new_markdown_cell(
             "## An untrained baseline\n\nA probe can also read what a *random* network computes: attention with "
@@ -272,7 +272,7 @@ def notebook_02():
             "torch.manual_seed(1)\n"
             "untrained = GPT(model.config, model.tokenizer).eval()\n"
             "df_untrained = probe_layers(untrained, stories, 'resid_post', progress=False)\n"
-            "print(format_table(df_untrained))"
+            "print(probe_table(df_untrained))"
         ),
         new_markdown_cell(
             "## The probe's direction\n\nAt the best layer, a cross-validated probe (`cv=5` picks the regularisation C). "
@@ -338,7 +338,7 @@ def notebook_02():
             "never seen Shakespeare, so whatever this shows, it is reported as it is."
         ),
         new_code_cell(
-            "from nanolens.models.data import CorpusError\n"
+            "from nanolens.corpora import CorpusError\n"
             "\n"
             "try:\n"
             "    lines = LabelledTexts.from_shakespeare(n=200 if QUICK else 2000, max_chars=block, alphabet=model.tokenizer.chars)\n"
@@ -347,7 +347,7 @@ def notebook_02():
             "else:\n"
             "    print(lines)\n"
             "    df_vader = probe_layers(model, lines, 'resid_post', progress=False)\n"
-            "    print(format_table(df_vader))"
+            "    print(probe_table(df_vader))"
         ),
         new_markdown_cell(
             "## From here\n\n* `nanolens probe --ckpt runs/NAME/best --dataset sentiment` prints the same table and "

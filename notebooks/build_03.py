@@ -43,9 +43,9 @@ import torch
 from IPython.display import Image, display
 
 from nanolens.models import GPT, CharTokenizer, preset_config
-from nanolens.models.batches import TokenData
-from nanolens.models.sentiment import generate_corpus, neutral_openings
-from nanolens.models.trainer import Trainer, TrainConfig
+from nanolens.training.batches import TokenData
+from nanolens.corpora.sentiment import generate_corpus, neutral_openings
+from nanolens.training import Trainer, TrainConfig
 
 if QUICK:
     torch.set_num_threads(1)  # tiny models run fastest on one thread
@@ -91,9 +91,8 @@ All five return a `SteeringVector` at `blocks.{LAYER}.hook_resid_pre`, with its 
 
 code(r"""
 from nanolens.probes import LinearProbe, extract_activations
-from nanolens.steering import (contrast_pair, mean_difference, pca_direction, probe_direction, random_direction,
-                               sentiment_pairs, hook_name)
-from nanolens.steering.demo import reveal_spans
+from nanolens.steering import contrast_pair, mean_difference, pca_direction, probe_direction, random_direction, sentiment_pairs, hook_name
+from nanolens.apps.demo.directions import reveal_spans
 
 pos, neg = sentiment_pairs(32 if QUICK else 256, max_chars=block)
 print("positive:", repr(pos[0][-70:]))
@@ -152,7 +151,7 @@ The prompts are held-out neutral openings: never in the training text, and not u
 
 code(r"""
 from nanolens.steering import Steering, steer
-from nanolens.steering.demo import side_by_side
+from nanolens.tables import side_by_side
 
 C = 0.5                                  # x the layer's typical residual norm
 prompts = [o if len(o) < block - 8 else o[-(block - 8):] for o in neutral_openings(12, seed=7)]
@@ -193,14 +192,14 @@ md(r"""
 
 code(r"""
 from nanolens.steering import sweep, plot_sentiment_vs_coeff, plot_layer_heatmap, summarize_sweep
-from nanolens.steering.evaluate import format_table
+from nanolens.tables import text_table
 
 coeffs = [-2 * C, -C, 0.0, C, 2 * C]
 df = sweep(model, prompts, vectors, coeffs, samples_per_prompt=2 if QUICK else 4, max_new_tokens=24 if QUICK else 64,
            seed=0, progress=False)
-print(format_table(df, ["method", "layer", "coeff", "mean_sentiment", "frac_positive", "wrong_way", "perplexity"]))
+print(text_table(df, ["method", "layer", "coeff", "mean_sentiment", "frac_positive", "wrong_way", "perplexity"]))
 display(Image(filename=str(plot_sentiment_vs_coeff(df, os.path.join(run, "steering_vs_coeff.png")))))
-print(format_table(summarize_sweep(df), ["method", "frac_pos_at_neg", "frac_pos_unsteered", "frac_pos_at_pos", "ppl_at_pos", "max_move"]))
+print(text_table(summarize_sweep(df), ["method", "frac_pos_at_neg", "frac_pos_unsteered", "frac_pos_at_pos", "ppl_at_pos", "max_move"]))
 """)
 
 code(r"""
@@ -218,7 +217,7 @@ A second property of the corpus, independent of the sentiment: the hero's gender
 """)
 
 code(r"""
-from nanolens.models.sentiment import pronoun_gender
+from nanolens.corpora.sentiment import pronoun_gender
 from nanolens.steering import evaluate_settings, gender_pairs, grid_settings
 
 women, men = gender_pairs(32 if QUICK else 128)
@@ -230,7 +229,7 @@ print("after .without():", round(gender.cosine(sentiment_there), 6))
 settings = grid_settings({"sentiment": v, "gender": gender}, {"sentiment": [-C, 0.0, C], "gender": [-C, 0.0, C]})
 both = evaluate_settings(model, prompts, settings, {"positive": "words", "female": pronoun_gender},
                          samples_per_prompt=2 if QUICK else 4, max_new_tokens=24 if QUICK else 48, progress=False)
-print(format_table(both, ["setting", "positive_frac_positive", "female_frac_positive", "perplexity"]))
+print(text_table(both, ["setting", "positive_frac_positive", "female_frac_positive", "perplexity"]))
 """)
 
 md(r"""

@@ -1,21 +1,17 @@
 """nanolens.probes: activation datasets from hook points, linear probes, layer sweeps.
 
     from nanolens.probes import LabelledTexts, extract_activations, LinearProbe, probe_layers
-
-Names are imported on first use, so `import nanolens.probes` stays light (no torch, pandas or
-scikit-learn until a name that needs them is touched).
+    df = probe_layers(model, LabelledTexts.from_sentiment(400), "resid_post")   # a probe per layer + a control
 """
 
-from __future__ import annotations
+from nanolens.models.hook_names import resolve_hooks
 
-from nanolens._lazy import lazy_exports
+from .activations import Activations, extract_activations
+from .datasets import LabelledTexts, split_indices
+from .linear import LinearProbe, RidgeProbe, cosine
+from .sweep import layer_hooks, plot_probe_layers, probe_layers, probe_readout, probe_table
 
-_EXPORTS = {
-    "Activations": "activations", "extract_activations": "activations", "resolve_hooks": "activations",
-    "LabelledTexts": "datasets", "split_indices": "datasets",
-    "LinearProbe": "linear", "RidgeProbe": "linear", "cosine": "linear",
-    "probe_layers": "sweep", "plot_probe_layers": "sweep", "probe_readout": "sweep",
-    "layer_hooks": "sweep", "format_table": "sweep",
-}
-
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [
+    "Activations", "LabelledTexts", "LinearProbe", "RidgeProbe", "cosine", "extract_activations", "layer_hooks",
+    "plot_probe_layers", "probe_layers", "probe_readout", "probe_table", "resolve_hooks", "split_indices",
+]

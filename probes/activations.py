@@ -21,33 +21,21 @@ file writes (no pages of the output stay resident), and come back as read-only m
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    import torch
+from nanolens.models import GPT
+from nanolens.models.hook_names import resolve_hooks, stop_layer
 
-    from .datasets import LabelledTexts
+from .datasets import LabelledTexts
+from .positions import Position, PositionSpec, normalise_positions
 
-# A reading position: one token index (negative counts from the end) or a (start, end) token span
-# whose activations are averaged (end exclusive, as in Python slices).
-Position = Union[int, tuple[int, int], None]
-PositionSpec = Union[str, int, Sequence[Position]]
-
-POSITION_MODES = ("last", "all", "mean")
-# Short hook kinds that name one hook per block, e.g. "resid_post" -> blocks.{i}.hook_resid_post.
-BLOCK_KINDS = (
-    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
-    "attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v", "mlp.hook_pre", "mlp.hook_post",
-    "ln1.hook_normalized", "ln2.hook_normalized", "attn.hook_result", "hook_attn_in", "hook_mlp_in",
-)
-_NOT_PER_POSITION = ("hook_pattern", "hook_attn_scores")
-_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
@@ -111,89 +99,9 @@ class Activations:
         return cls(acts, labels, rows[:, 0], rows[:, 1], rows[:, 2], meta["positions"], meta.get("label_names"), out_dir, meta.get("info", {}))
 
 
-# ---- hook names ----------------------------------------------------------------------------
-def resolve_hooks(model: Any, hooks: str | Sequence[str]) -> list[str]:
-    """Full hook names from full names or short per-block kinds.
-
-    `"resid_post"` (or `"hook_resid_post"`) expands to `blocks.{i}.hook_resid_post` for every
-    block; a full name is checked with `model.check_hook_name`, which suggests close names.
-    """
-    if isinstance(hooks, str):
-        hooks = [hooks]
-    hooks = list(hooks)
-    if not hooks:
-        raise ValueError("no hook points requested; name at least one, e.g. hooks=['resid_post'] or 'blocks.0.hook_resid_post'")
-    names: list[str] = []
-    for hook in hooks:
-        if not isinstance(hook, str):
-            raise TypeError(f"hook names are strings, got {hook!r}")
-        kind = hook[5:] if hook.startswith("hook_") and hook not in model.hook_dict else hook
-        if hook not in model.hook_dict and kind in BLOCK_KINDS:
-            expanded = [_block_hook(i, kind) for i in range(model.config.n_layer)]
-            missing = [name for name in expanded if name not in model.hook_dict]
-            if missing:
-                model.check_hook_name(missing[0])  # explains which switch or config lacks it
-            names.extend(expanded)
-        else:
-            if hook not in model.hook_dict and "." not in hook:
-                _unknown_kind(model, hook)
-            model.check_hook_name(hook)
-            names.append(hook)
-        if any(names[-1].endswith(bad) for bad in _NOT_PER_POSITION):
-            raise ValueError(
-                f"{names[-1]} is [batch, head, query_pos, key_pos], not one vector per position; "
-                "read attention patterns from model.run_with_cache, or probe a per-position hook "
-                "such as blocks.{i}.attn.hook_z or blocks.{i}.hook_attn_out"
-            )
-    return list(dict.fromkeys(names))  # drop repeats, keep order
-
-
-def _unknown_kind(model: Any, kind: str) -> None:
-    """A short name that is neither a hook point nor a per-block kind: suggest kinds and names."""
-    import difflib
-
-    from nanolens.models.gpt import HookNameError
-
-    close = difflib.get_close_matches(kind, list(BLOCK_KINDS) + list(model.hook_dict), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise HookNameError(
-        f"no hook point or per-block hook kind named {kind!r}{hint} (kinds such as 'resid_post' expand to "
-        f"every block; model.hook_names() lists all {len(model.hook_dict)} hook points)"
-    )
-
-
-def _block_hook(i: int, kind: str) -> str:
-    if "." in kind or kind.startswith("hook_"):
-        return f"blocks.{i}.{kind}"
-    return f"blocks.{i}.hook_{kind}"
-
-
-def hook_layer(name: str) -> int | None:
-    """The block index of a hook name (`blocks.3.hook_resid_post` -> 3), or None outside blocks."""
-    match = _BLOCK_RE.match(name)
-    return int(match.group(1)) if match else None
-
-
-def stop_layer(model: Any, hooks: Sequence[str]) -> int | None:
-    """The `stop_at_layer` that runs just far enough for every hook to fire (None: the whole model)."""
-    deepest = -1
-    for name in hooks:
-        layer = hook_layer(name)
-        if layer is None:
-            if name in ("hook_embed", "hook_pos_embed"):
-                continue
-            return None  # ln_final / unembed hooks need the full forward
-        deepest = max(deepest, layer)
-    return deepest + 1
-
-
 # ---- inputs ----------------------------------------------------------------------------------
-def _as_token_lists(model: Any, data: Any) -> list[list[int]]:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
-    if torch is not None and isinstance(data, torch.Tensor):
+def _as_token_lists(model: GPT, data: Any) -> list[list[int]]:
+    if isinstance(data, torch.Tensor):
         if data.dim() == 1:
             data = data.unsqueeze(0)
         if data.dim() != 2:
@@ -215,7 +123,7 @@ def _as_token_lists(model: Any, data: Any) -> list[list[int]]:
             except ValueError as err:
                 raise type(err)(f"text {i} ({_preview(text)}): {err}") from None
         return out
-    if all(isinstance(t, (list, tuple)) or (torch is not None and isinstance(t, torch.Tensor)) for t in data):
+    if all(isinstance(t, (list, tuple)) or isinstance(t, torch.Tensor) for t in data):
         return [[int(i) for i in t] for t in data]
     raise TypeError(
         "texts_or_tokens must be a list of strings, a LabelledTexts, a [n, pos] token tensor/array, "
@@ -225,29 +133,6 @@ def _as_token_lists(model: Any, data: Any) -> list[list[int]]:
 
 def _preview(text: str, width: int = 40) -> str:
     return repr(text if len(text) <= width else text[: width - 3] + "...")
-
-
-def _normalise_positions(positions: PositionSpec, n: int) -> str | list[Position]:
-    """`'last' | 'all' | 'mean'` stay strings; an int applies to every text; a list has one
-    entry per text (an int, a (start, end) span, or None for the last token)."""
-    if isinstance(positions, str):
-        if positions not in POSITION_MODES:
-            raise ValueError(f"positions={positions!r}: use 'last', 'all', 'mean', an int, or one int / (start, end) span per text")
-        return positions
-    if isinstance(positions, (int, np.integer)):
-        return [int(positions)] * n
-    positions = list(positions)
-    if len(positions) != n:
-        raise ValueError(f"got {len(positions)} positions for {n} texts; give one position (or span) per text")
-    out: list[Position] = []
-    for i, p in enumerate(positions):
-        if p is None or isinstance(p, (int, np.integer)):
-            out.append(None if p is None else int(p))
-        elif isinstance(p, (tuple, list, np.ndarray)) and len(p) == 2:
-            out.append((int(p[0]), int(p[1])))
-        else:
-            raise ValueError(f"position {i} is {p!r}; a position is an int, a (start, end) span, or None (last token)")
-    return out
 
 
 @dataclass
@@ -263,7 +148,7 @@ class _Plan:
     pooled: list[bool]  # per text: rows are means over spans (position and token then read -1)
 
 
-def _plan(model: Any, ids: list[list[int]], positions: str | list[Position], truncate: bool) -> _Plan:
+def _plan(model: GPT, ids: list[list[int]], positions: str | list[Position], truncate: bool) -> _Plan:
     block = model.config.block_size
     cut = [0] * len(ids)
     for i, t in enumerate(ids):
@@ -368,9 +253,7 @@ def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> Iterato
         yield order[start : start + batch_size]
 
 
-def _hook_dims(model: Any, hooks: list[str], stop: int | None, return_type: str | None) -> dict[str, int]:
-    import torch
-
+def _hook_dims(model: GPT, hooks: list[str], stop: int | None, return_type: str | None) -> dict[str, int]:
     probe = torch.zeros(1, 1, dtype=torch.long, device=model.device)
     with torch.no_grad():
         _, cache = model.run_with_cache(probe, names_filter=hooks, stop_at_layer=stop, return_type=return_type, return_cache_object=False)
@@ -384,8 +267,8 @@ def _hook_dims(model: Any, hooks: list[str], stop: int | None, return_type: str 
 
 
 def extract_activations(
-    model: Any,
-    texts_or_tokens: "LabelledTexts | Sequence[str] | torch.Tensor | Sequence[Sequence[int]]",
+    model: GPT,
+    texts_or_tokens: LabelledTexts | Sequence[str] | torch.Tensor | Sequence[Sequence[int]],
     hooks: str | Sequence[str] = ("resid_post",),
     positions: PositionSpec | None = None,
     labels: Sequence[Any] | np.ndarray | None = None,
@@ -411,10 +294,6 @@ def extract_activations(
     `truncate`: crop texts longer than the context to their last `block_size` tokens instead of
     raising. `device`: move the model there first (default: leave it where it is).
     """
-    import torch
-
-    from .datasets import LabelledTexts
-
     label_names = None
     if isinstance(texts_or_tokens, LabelledTexts):
         dataset = texts_or_tokens
@@ -436,14 +315,14 @@ def extract_activations(
     hooks = resolve_hooks(model, hooks)
     if device is not None:
         model.to(device)
-    spec = _normalise_positions(positions, n)
+    spec = normalise_positions(positions, n)
     plan = _plan(model, ids, spec, truncate)
     vocab = model.config.vocab_size
     for i, t in enumerate(plan.ids):
         if min(t) < 0 or max(t) >= vocab:
             raise ValueError(f"text {i} holds token ids outside [0, {vocab}) (got {min(t)}..{max(t)}); were they made by another tokenizer?")
 
-    stop = stop_layer(model, hooks)
+    stop = stop_layer(hooks)
     needs_logits = any(h.startswith(("ln_final", "unembed")) for h in hooks)
     return_type = "logits" if needs_logits else None
     was_training = model.training
@@ -462,8 +341,6 @@ def extract_activations(
     token = np.empty(plan.n_rows, dtype=np.int32)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n, desc=f"activations ({len(hooks)} hooks)", unit="text", leave=False)
     try:
         with torch.inference_mode():

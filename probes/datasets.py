@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
-from .activations import Position, _normalise_positions
+from nanolens.corpora import read_text_file, shakespeare_path
+from nanolens.corpora.sentiment import generate_corpus
+from nanolens.corpora.vader import vader_score
+
+from .positions import Position, normalise_positions
 
 SENTIMENT_POSITIONS = ("reveal", "decision", "end", "random")
 DEFAULT_PROBE_SEED = 1234  # the sentiment corpus is generated with seed 0 for training by default
@@ -69,7 +74,7 @@ class LabelledTexts:
                 "(in the same order)"
             )
         self.labels = labels
-        self.positions = None if positions is None else _normalise_positions(list(positions), len(self.texts))
+        self.positions = None if positions is None else normalise_positions(list(positions), len(self.texts))
         if task not in ("auto", "classification", "regression"):
             raise ValueError(f"task={task!r}: use 'auto', 'classification' or 'regression'")
         self.task = _infer_task(labels) if task == "auto" else task
@@ -255,8 +260,6 @@ class LabelledTexts:
         `seed` picks the stories; the default differs from training's, so the stories are new.
         `corpus`: use these stories instead of generating (a `Corpus` from `generate_corpus`).
         """
-        from nanolens.models.sentiment import generate_corpus
-
         if position not in SENTIMENT_POSITIONS:
             raise ValueError(f"position={position!r}: use one of {', '.join(SENTIMENT_POSITIONS)}")
         if n < 2 and corpus is None:
@@ -308,18 +311,11 @@ class LabelledTexts:
         other characters are skipped. `balance` keeps as many of each class (the rarer's count);
         `n` caps the total. `path`: the text file (default: found as `load_corpus` finds it).
         """
-        from nanolens.models.data import read_text_file, shakespeare_path
-
         if not -1 <= neg_threshold < pos_threshold <= 1:
             raise ValueError(
                 f"thresholds must satisfy -1 <= neg_threshold < pos_threshold <= 1, got {neg_threshold} and {pos_threshold}"
             )
-        try:
-            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-        except ImportError:  # pragma: no cover - a declared dependency
-            raise ImportError("VADER labels need the vaderSentiment package: pip install vaderSentiment") from None
         text = read_text_file(shakespeare_path(path))
-        analyzer = SentimentIntensityAnalyzer()
         allowed = set(alphabet) if alphabet is not None else None
         lines, scores, ys = [], [], []
         for line in text.split("\n"):
@@ -330,7 +326,7 @@ class LabelledTexts:
                 continue
             if allowed is not None and not set(line) <= allowed:
                 continue
-            score = analyzer.polarity_scores(line)["compound"]
+            score = vader_score(line)
             if score >= pos_threshold:
                 ys.append("positive")
             elif score <= neg_threshold:
@@ -388,8 +384,6 @@ def _parse_labels(values: list[str]) -> list[Any]:
 
 def split_indices(labels: np.ndarray, test_size: float = 0.25, seed: int = 0, stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Train / test indices; stratified by class when possible (every class on both sides)."""
-    from sklearn.model_selection import train_test_split
-
     n = len(labels)
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size}")

@@ -16,7 +16,11 @@ import inspect
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -44,8 +48,6 @@ class _Directional:
 
     def _scale_fit(self, X: np.ndarray) -> np.ndarray:
         if self.standardize:
-            from sklearn.preprocessing import StandardScaler
-
             self.scaler_ = StandardScaler().fit(X)
             return self.scaler_.transform(X)
         self.scaler_ = None
@@ -65,8 +67,6 @@ class _Directional:
         return coef / scale
 
     def _unit_tensor(self, w: np.ndarray, normalize: bool):
-        import torch
-
         w = np.asarray(w, dtype=np.float64)
         if normalize:
             norm = np.linalg.norm(w)
@@ -98,8 +98,6 @@ class LinearProbe(_Directional, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> "LinearProbe":
-        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-
         X = _as_2d(X)
         y = np.asarray(y)
         if len(y) != len(X):
@@ -143,8 +141,6 @@ class LinearProbe(_Directional, ClassifierMixin, BaseEstimator):
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy on (X, y)."""
-        from sklearn.metrics import accuracy_score
-
         return float(accuracy_score(np.asarray(y), self.predict(X), sample_weight=sample_weight))
 
     def direction(self, cls: Any = None, normalize: bool = True):
@@ -185,8 +181,6 @@ class RidgeProbe(_Directional, RegressorMixin, BaseEstimator):
         self.alphas = alphas
 
     def fit(self, X: Any, y: Any) -> "RidgeProbe":
-        from sklearn.linear_model import Ridge, RidgeCV
-
         X = _as_2d(X)
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 1:
@@ -216,8 +210,6 @@ class RidgeProbe(_Directional, RegressorMixin, BaseEstimator):
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """R² on (X, y)."""
-        from sklearn.metrics import r2_score
-
         return float(r2_score(np.asarray(y, dtype=np.float64), self.predict(X), sample_weight=sample_weight))
 
     def direction(self, normalize: bool = True):

@@ -23,8 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.base import clone
+from tqdm.auto import tqdm
 
-from .activations import BLOCK_KINDS, Activations, _block_hook, extract_activations, hook_layer, resolve_hooks
+from nanolens.files import save_png
+from nanolens.models import GPT
+from nanolens.models.hook_names import BLOCK_KINDS, block_hook, layer_of, resolve_hooks
+from nanolens.tables import text_table
+
+from .activations import Activations, extract_activations
 from .datasets import LabelledTexts, split_indices
 from .linear import LinearProbe, RidgeProbe
 
@@ -32,7 +42,7 @@ EMBED_HOOK = "blocks.0.hook_resid_pre"
 CONTROLS = ("shuffle", "token")
 
 
-def layer_hooks(model: Any, hook: str | Sequence[str] = "resid_post", include_embed: bool = True) -> list[tuple[Any, str, str]]:
+def layer_hooks(model: GPT, hook: str | Sequence[str] = "resid_post", include_embed: bool = True) -> list[tuple[Any, str, str]]:
     """(layer label, full hook name, kind) for every layer a sweep probes.
 
     A kind (`"resid_post"`, `"attn_out"`, ...) gives one hook per block; the embeddings
@@ -48,7 +58,7 @@ def layer_hooks(model: Any, hook: str | Sequence[str] = "resid_post", include_em
         if h not in model.hook_dict and kind in BLOCK_KINDS:
             resolve_hooks(model, kind)  # checks every block has it
             for i in range(model.config.n_layer):
-                name = _block_hook(i, kind)
+                name = block_hook(i, kind)
                 if kind == "resid_pre" and i == 0:
                     if not include_embed:
                         out.append(("embed", name, "embed"))
@@ -60,7 +70,7 @@ def layer_hooks(model: Any, hook: str | Sequence[str] = "resid_post", include_em
                 if not any(n == name for _, n, _ in out):
                     out.append(("embed", name, "embed"))
                 continue
-            layer = hook_layer(name)
+            layer = layer_of(name)
             kind = re.sub(r"^blocks\.\d+\.", "", name).removeprefix("hook_")
             out.append((name if layer is None else layer, name, kind))
     seen: set[str] = set()
@@ -99,8 +109,6 @@ def _control_labels(acts: Activations, dataset: LabelledTexts, control: str, rng
 
 
 def _fit_score(probe: Any, X_train, y_train, X_test, y_test, task: str) -> tuple[float, float, Any]:
-    from sklearn.base import clone
-
     if task == "classification" and len(np.unique(y_train)) < 2:
         # A control task can leave one class in the training rows; the best probe is a constant.
         only = y_train[0]
@@ -111,7 +119,7 @@ def _fit_score(probe: Any, X_train, y_train, X_test, y_test, task: str) -> tuple
 
 
 def probe_layers(
-    model: Any,
+    model: GPT,
     dataset: LabelledTexts | tuple[Sequence[str], Sequence[Any]],
     hook: str | Sequence[str] = "resid_post",
     *,
@@ -139,8 +147,6 @@ def probe_layers(
     last token). The split is by text, stratified by class. `return_probes=True` also returns
     `{hook: fitted probe}`.
     """
-    import pandas as pd
-
     if not isinstance(dataset, LabelledTexts):
         texts, labels = dataset
         dataset = LabelledTexts(texts, labels)
@@ -166,8 +172,6 @@ def probe_layers(
     rows, probes = [], {}
     iterator = layers
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(layers, desc="probes", unit="layer", leave=False)
     for layer, name, kind in iterator:
         X = np.asarray(acts[name])
@@ -189,14 +193,10 @@ def probe_layers(
     return (df, probes) if return_probes else df
 
 
-def format_table(df: Any) -> str:
-    """The sweep as a fixed-width text table (what `nanolens probe` prints)."""
+def probe_table(df: Any) -> str:
+    """The sweep as a fixed-width text table (what `nanolens probe` prints), with chance."""
     metric = df.attrs.get("metric", "accuracy")
-    cols = ["layer", "hook", metric, f"control_{metric}", "selectivity"]
-    head = f"{'layer':>6}  {'hook':<26} {metric:>9} {'control':>9} {'selectivity':>11}"
-    lines = [head, "-" * len(head)]
-    for _, r in df[cols].iterrows():
-        lines.append(f"{str(r['layer']):>6}  {r['hook']:<26} {r[metric]:9.3f} {r[f'control_{metric}']:9.3f} {r['selectivity']:11.3f}")
+    lines = [text_table(df, ["layer", "hook", metric, f"control_{metric}", "selectivity"])]
     chance = df.attrs.get("chance")
     if metric == "accuracy" and chance is not None:
         lines.append(f"chance (majority class of the held-out texts): {chance:.3f}; control task: {df.attrs.get('control')}")
@@ -205,11 +205,6 @@ def format_table(df: Any) -> str:
 
 def plot_probe_layers(df: Any, path: str | Path, title: str | None = None) -> Path:
     """Accuracy (or R²) and control accuracy per layer, one line per hook kind, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metric = df.attrs.get("metric", "accuracy" if "accuracy" in df.columns else "r2")
     fig = Figure(figsize=(7, 4.2), dpi=110)
     FigureCanvasAgg(fig)
@@ -222,9 +217,7 @@ def plot_probe_layers(df: Any, path: str | Path, title: str | None = None) -> Pa
     for kind in kinds:
         part = df if kind == "all" else (df[df["kind"] == kind] if kind != "embed" else embed)
         if kind not in ("embed", "all") and len(embed):
-            import pandas as pd
-
-            part = pd.concat([embed, part])
+                    part = pd.concat([embed, part])
         xs = [str(v) for v in part["layer"]]
         for x in xs:
             if x not in labels:
@@ -246,19 +239,16 @@ def plot_probe_layers(df: Any, path: str | Path, title: str | None = None) -> Pa
     ax.set_title(title or f"Linear probe per layer: {df.attrs.get('dataset', '')}")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_png(fig, path)
 
 
-def probe_readout(model: Any, probe: Any, text: str, hook: str, truncate: bool = False):
+def probe_readout(model: GPT, probe: Any, text: str, hook: str, truncate: bool = False):
     """Apply a fitted probe at every position of `text`: a DataFrame with one row per token.
 
     Columns: `position`, `token` (its string), `score` (P(classes_[1]) for a binary probe, the
     predicted class's probability for more classes, the prediction for a `RidgeProbe`),
     `prediction`, and for a binary probe `logit` (signed, for a diverging colour map).
     """
-    import pandas as pd
-
     acts = extract_activations(model, [text], hooks=[hook], positions="all", progress=False, truncate=truncate)
     X = np.asarray(acts[resolve_hooks(model, hook)[0]])
     ids = model.to_tokens(text)[0].tolist() if isinstance(text, str) else list(text)

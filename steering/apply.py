@@ -43,16 +43,19 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from nanolens.models import GPT
+from nanolens.models.generation import Intervention, current_step, register_intervention_adapter
+
 from .vector import SteeringError, SteeringVector, _scalar
 
 Positions = Union[str, int]
-POSITION_MODES = ("all", "prompt", "generated")
+STEER_POSITIONS = ("all", "prompt", "generated")
 VectorsLike = Union[SteeringVector, Sequence[Union[SteeringVector, tuple[SteeringVector, float]]]]
 
 
 def check_positions(positions: Any) -> Positions:
     if isinstance(positions, str):
-        if positions not in POSITION_MODES:
+        if positions not in STEER_POSITIONS:
             raise SteeringError(f"positions={positions!r}: use 'all', 'prompt', 'generated' or an int k (the first k positions)")
         return positions
     if isinstance(positions, bool) or not isinstance(positions, int):
@@ -169,7 +172,7 @@ class Steering(_Reported):
         return f"Steering({terms}, positions={self.positions!r}, relative={self.relative})"
 
     # ---- what gets added ---------------------------------------------------------------------
-    def validate(self, model: Any) -> None:
+    def validate(self, model: GPT) -> None:
         for v, _ in self.terms:
             v.check_model(model, strict=self.check)
 
@@ -199,7 +202,7 @@ class Steering(_Reported):
 
     # ---- attaching -----------------------------------------------------------------------------
     @contextmanager
-    def applied(self, model: Any) -> Iterator["Steering"]:
+    def applied(self, model: GPT) -> Iterator["Steering"]:
         self.validate(model)
         plan = {h: [(t[None, None, :], False) if t.dim() == 1 else (t[None], True) for t in ts]
                 for h, ts in self.additions().items()}
@@ -225,13 +228,13 @@ class RowSteering(_Reported):
         self.check = check_model
         self.last_report: SteeringReport | None = None
 
-    def validate(self, model: Any) -> None:
+    def validate(self, model: GPT) -> None:
         for s in self.rows:
             if s is not None:
                 s.validate(model)
 
     @contextmanager
-    def applied(self, model: Any) -> Iterator["RowSteering"]:
+    def applied(self, model: GPT) -> Iterator["RowSteering"]:
         self.validate(model)
         per_row = [s.additions() if s is not None else {} for s in self.rows]
         hooks = list(dict.fromkeys(h for adds in per_row for h in adds))
@@ -276,12 +279,10 @@ def _span(mode: Positions, step: _Step, n: int) -> tuple[int, int]:
 
 
 @contextmanager
-def _attach(model: Any, plan: Mapping[str, list[tuple[Tensor, bool]]], positions: Positions) -> Iterator[SteeringReport]:
+def _attach(model: GPT, plan: Mapping[str, list[tuple[Tensor, bool]]], positions: Positions) -> Iterator[SteeringReport]:
     """Attach one hook per hook point adding each `(tensor, aligned)` of `plan[hook]`: a
     [R, 1, d] tensor at every covered position, or an aligned [R, n_pos, d] one whose row j goes
     to text position j (R = 1, or one per batch row); plus a forward pre-hook tracking positions."""
-    from nanolens.models.generation import current_step
-
     report = SteeringReport()
     step = _Step()
     cache_prompts: dict[int, tuple[Any, int]] = {}
@@ -363,7 +364,7 @@ def _attach(model: Any, plan: Mapping[str, list[tuple[Tensor, bool]]], positions
 
 @contextmanager
 def steer(
-    model: Any,
+    model: GPT,
     vectors: "VectorsLike | Steering | RowSteering",
     coeff: float = 1.0,
     positions: Positions = "all",
@@ -394,9 +395,13 @@ def as_steering(steering: Any) -> "Steering | RowSteering":
     return Steering(steering)
 
 
-def steering_context(model: Any, steering: Any):
-    """The context manager `generate` enters for its `steering=` argument."""
-    return as_steering(steering).applied(model)
+def _adapt(steering: Any) -> Intervention | None:
+    """`generate(steering=...)`'s other spellings: a SteeringVector, a list of vectors, a dict of
+    Steering's keyword arguments (registered with the model's generation below)."""
+    return as_steering(steering) if isinstance(steering, (SteeringVector, Mapping, list, tuple)) else None
+
+
+register_intervention_adapter(_adapt)
 
 
 def finite_coeffs(coeffs: Sequence[float]) -> list[float]:
@@ -406,5 +411,5 @@ def finite_coeffs(coeffs: Sequence[float]) -> list[float]:
     return out
 
 
-__all__ = ["Steering", "RowSteering", "SteeringReport", "steer", "as_steering", "steering_context",
-           "POSITION_MODES", "check_positions", "finite_coeffs"]
+__all__ = ["Steering", "RowSteering", "SteeringReport", "steer", "as_steering", "STEER_POSITIONS", "check_positions",
+           "finite_coeffs"]

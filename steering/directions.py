@@ -24,45 +24,38 @@ may be given as `layer` instead.
 
 from __future__ import annotations
 
-import random as _random
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from .vector import SteeringError, SteeringVector, _describe_texts, measure_scales, model_fingerprint
+from nanolens.models import GPT
+from nanolens.models.hook_names import residual_hook
+from nanolens.probes import extract_activations
 
-HOOK_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+from .fingerprint import model_fingerprint
+from .vector import SteeringError, SteeringVector, _describe_texts, measure_scales
+
 DEFAULT_PAD = " "
 
 
 # ---------------------------------------------------------------------------------------------
 # arguments
 # ---------------------------------------------------------------------------------------------
-def hook_name(model: Any, layer: int | str, hook: str = "resid_pre") -> str:
+def hook_name(model: GPT, layer: int | str, hook: str = "resid_pre") -> str:
     """`blocks.{layer}.hook_{hook}`, checked: a clear error for a layer out of range."""
     if isinstance(layer, str):
         model.check_hook_name(layer)
         return layer
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
         raise SteeringError(f"layer must be a block index (int) or a full hook name, got {layer!r}")
-    n = model.config.n_layer
-    if n == 0:
-        raise SteeringError("this model has no blocks (n_layer=0), so there is no residual stream to steer inside it")
-    index = int(layer) + n if layer < 0 else int(layer)
-    if not 0 <= index < n:
-        raise SteeringError(
-            f"layer {layer} is out of range: this model has {n} layers, so layer must be 0..{n - 1} "
-            f"(or -{n}..-1 counting from the end)"
-        )
-    kind = hook[5:] if hook.startswith("hook_") else hook
-    if kind not in HOOK_KINDS:
-        raise SteeringError(f"hook={hook!r}: steer one of {', '.join(HOOK_KINDS)} (or give a full hook name as layer)")
-    name = f"blocks.{index}.hook_{kind}"
-    model.check_hook_name(name)
-    return name
+    try:
+        return residual_hook(model, int(layer), hook)
+    except ValueError as err:
+        if type(err) is not ValueError:  # a HookNameError says it best
+            raise
+        raise SteeringError(str(err).replace("(or give a full hook name)", "(or give a full hook name as layer)")) from None
 
 
 def check_texts(texts: Any, what: str) -> list[str]:
@@ -79,7 +72,7 @@ def check_texts(texts: Any, what: str) -> list[str]:
     return texts
 
 
-def _encode(model: Any, text: str, what: str) -> list[int]:
+def _encode(model: GPT, text: str, what: str) -> list[int]:
     if not isinstance(text, str) or not text:
         raise SteeringError(f"the {what} prompt is empty: give at least one token of text")
     ids = model._require_tokenizer().encode(text)
@@ -90,14 +83,12 @@ def _encode(model: Any, text: str, what: str) -> list[int]:
     return ids
 
 
-def _scales(model: Any, hook: str, texts: Sequence[str], norm_texts: Sequence[str] | None) -> dict[str, float]:
+def _scales(model: GPT, hook: str, texts: Sequence[str], norm_texts: Sequence[str] | None) -> dict[str, float]:
     return measure_scales(model, [hook], check_texts(norm_texts, "norm_texts") if norm_texts is not None else texts)
 
 
-def _read(model: Any, texts: list[str], hook: str, position: Any, batch_size: int, progress: bool) -> torch.Tensor:
+def _read(model: GPT, texts: list[str], hook: str, position: Any, batch_size: int, progress: bool) -> torch.Tensor:
     """Activations [n_texts, d] at `hook` and `position` via the probes' extraction."""
-    from nanolens.probes import extract_activations
-
     acts = extract_activations(model, texts, hooks=[hook], positions=position, batch_size=batch_size,
                                progress=progress, truncate=True)
     if len(acts) != len(texts):
@@ -127,7 +118,7 @@ def _position_name(position: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def contrast_pair(
-    model: Any,
+    model: GPT,
     positive: str,
     negative: str,
     layer: int | str,
@@ -189,7 +180,7 @@ def contrast_pair(
 
 
 def mean_difference(
-    model: Any,
+    model: GPT,
     positive_texts: Sequence[str],
     negative_texts: Sequence[str],
     layer: int | str,
@@ -226,7 +217,7 @@ def mean_difference(
 
 
 def pca_direction(
-    model: Any,
+    model: GPT,
     positive_texts: Sequence[str],
     negative_texts: Sequence[str],
     layer: int | str,
@@ -290,7 +281,7 @@ def pca_direction(
 
 def probe_direction(
     probe: Any,
-    model: Any,
+    model: GPT,
     layer: int | str,
     *,
     hook: str = "resid_pre",
@@ -344,7 +335,7 @@ def random_direction(
     seed: int = 0,
     *,
     layer: int | str | None = None,
-    model: Any = None,
+    model: GPT = None,
     hook: str = "resid_pre",
     like: SteeringVector | None = None,
     label: str | None = None,
@@ -392,71 +383,3 @@ def random_direction(
     prov = {"method": "random", "seed": seed, "hook": name, "norm": value, "centring": "none"}
     return SteeringVector({name: r / r.norm() * value}, model=model_fingerprint(model) if model is not None else None,
                           provenance=prov, label=label or "random")
-
-
-# ---------------------------------------------------------------------------------------------
-# the embedded corpus' pairs
-# ---------------------------------------------------------------------------------------------
-def sentiment_pairs(n: int, seed: int = 4321, where: str = "reveal", max_chars: int | None = None) -> tuple[list[str], list[str]]:
-    """`n` matched (positive, negative) story beginnings from the embedded sentiment generator.
-
-    Pair i is generated twice from one random seed, once per label, so both share the cast,
-    the neutral opening and the sentence form, and (up to the reveal) differ only in the
-    sentiment words. Texts end at `where`: ``"reveal"`` (the end of the first sentence that
-    shows the label: the pair is exactly aligned) or ``"story"`` (the whole stories, which
-    drift apart after the reveal). `max_chars` keeps each text's last characters.
-    """
-    from nanolens.models.sentiment import generate_story, story_prefix_to_reveal
-
-    if n < 1:
-        raise SteeringError(f"n must be >= 1, got {n}")
-    if where not in ("reveal", "story"):
-        raise SteeringError(f"where={where!r}: use 'reveal' (end of the first sentiment sentence) or 'story' (whole story)")
-    pos, neg = [], []
-    for i in range(n):
-        s = f"nanolens-pairs-{seed}-{i}"
-        p = generate_story("positive", _random.Random(s))
-        q = generate_story("negative", _random.Random(s))
-        if where == "reveal":
-            p, q = p[: story_prefix_to_reveal(p)], q[: story_prefix_to_reveal(q)]
-        if max_chars is not None:
-            p, q = p[-max_chars:], q[-max_chars:]
-        pos.append(p)
-        neg.append(q)
-    return pos, neg
-
-
-def gender_pairs(n: int, seed: int = 4321, max_chars: int | None = None) -> tuple[list[str], list[str]]:
-    """`n` matched stories whose hero is a woman in the first and a man in the second.
-
-    A second property of the embedded corpus, independent of the sentiment: pair i is one
-    story (label alternating positive / negative) told twice with only the hero's name and
-    pronouns changed. Read them with ``position="mean"``; score continuations with
-    `nanolens.models.sentiment.pronoun_gender`. `max_chars` keeps each text's last characters.
-    """
-    from nanolens.models.data import CorpusError
-    from nanolens.models.sentiment import FEMALE, MALE, generate_story
-
-    if n < 1:
-        raise SteeringError(f"n must be >= 1, got {n}")
-    women, men = [], []
-    for i in range(n):
-        label = ("positive", "negative")[i % 2]
-        for attempt in range(1000):
-            s = f"nanolens-heroes-{seed}-{i}-{attempt}"
-            names = _random.Random(s + "-names")
-            try:
-                w = generate_story(label, _random.Random(s), hero=names.choice(FEMALE))
-                m = generate_story(label, _random.Random(s), hero=names.choice(MALE))
-            except CorpusError:  # the name drawn is this story's companion
-                continue
-            # a name can make an opening held out, and the generator then draws another one
-            if _masked(w) == _masked(m):
-                break
-        women.append(w[-max_chars:] if max_chars else w)
-        men.append(m[-max_chars:] if max_chars else m)
-    return women, men
-
-
-def _masked(story: str) -> str:
-    return re.sub(r"\b(she|he|her|him|his|[A-Z][a-z]+)\b", "_", story)

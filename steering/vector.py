@@ -26,19 +26,24 @@ Combining vectors of different widths or different models raises `SteeringError`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
 import os
-import tempfile
-import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from nanolens.files import atomic_write
+from nanolens.models import GPT
+from nanolens.models.hook_names import layer_of, stop_layer
+
+from .fingerprint import describe_model, model_fingerprint, same_model
 
 FORMAT = "nanolens-steering-vector"
 VERSION = 1
@@ -49,91 +54,10 @@ class SteeringError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# model fingerprints
-# ---------------------------------------------------------------------------------------------
-# Runtime switches and notes that do not change what the model computes.
-_NOT_ARCHITECTURE = ("extra", "preset", "use_attn_result", "use_split_qkv_input", "use_attn_in",
-                     "use_hook_mlp_in", "use_hook_unembed")
-_WEIGHTS_CACHE: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
-
-
-def _config_hash(model: Any) -> str:
-    config = model.config.to_dict()
-    arch = {k: v for k, v in config.items() if k not in _NOT_ARCHITECTURE}
-    return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def weights_hash(model: Any) -> str:
-    """A short SHA-256 of the model's weights (float32 bytes, in parameter order).
-
-    Cached until a parameter changes (tracked by the tensors' version counters), so asking
-    again at every `steer` call is free.
-    """
-    params = list(model.state_dict(keep_vars=True).items())
-    key = tuple((name, id(p), p._version, p.data_ptr()) for name, p in params)
-    cached = _WEIGHTS_CACHE.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    h = hashlib.sha256()
-    seen: set[int] = set()
-    for name, p in params:
-        if p.data_ptr() in seen:  # tied weights count once
-            continue
-        seen.add(p.data_ptr())
-        h.update(name.encode())
-        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    digest = h.hexdigest()[:16]
-    _WEIGHTS_CACHE[model] = (key, digest)
-    return digest
-
-
-def model_fingerprint(model: Any) -> dict[str, Any]:
-    """What identifies a model for steering: width, depth, architecture hash, weights hash."""
-    return {
-        "d_model": int(model.config.n_embd),
-        "n_layer": int(model.config.n_layer),
-        "preset": model.config.preset,
-        "config_hash": _config_hash(model),
-        "weights_hash": weights_hash(model),
-    }
-
-
-def describe_model(fp: Mapping[str, Any] | None) -> str:
-    if not fp:
-        return "no model (a model-free vector)"
-    preset = f"{fp.get('preset')} " if fp.get("preset") else ""
-    return (f"{preset}model with d_model={fp.get('d_model')}, {fp.get('n_layer')} layers, "
-            f"config {fp.get('config_hash')}, weights {fp.get('weights_hash')}")
-
-
-def same_model(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
-    """True when either is model-free or both name the same architecture and weights."""
-    if not a or not b:
-        return True
-    return a.get("config_hash") == b.get("config_hash") and a.get("weights_hash") == b.get("weights_hash")
-
-
-# ---------------------------------------------------------------------------------------------
 # typical norms
 # ---------------------------------------------------------------------------------------------
-def _layer_of(hook: str) -> int | None:
-    parts = hook.split(".")
-    if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def _stop_at(model: Any, hooks: Iterable[str]) -> int | None:
-    """The `stop_at_layer` that still runs every block holding one of `hooks` (None: all)."""
-    layers = [_layer_of(h) for h in hooks]
-    if any(layer is None for layer in layers) or not layers:
-        return None
-    stop = max(layers) + 1  # type: ignore[type-var]
-    return None if stop >= model.config.n_layer else stop
-
-
 @torch.no_grad()
-def measure_scales(model: Any, hooks: Sequence[str], texts: Sequence[str] | Tensor, max_texts: int = 256) -> dict[str, float]:
+def measure_scales(model: GPT, hooks: Sequence[str], texts: Sequence[str] | Tensor, max_texts: int = 256) -> dict[str, float]:
     """The typical residual norm at each hook: sqrt(mean ||x||^2) over every position of `texts`.
 
     `texts`: strings (run one at a time, so lengths may differ; at most `max_texts`), or a
@@ -144,7 +68,7 @@ def measure_scales(model: Any, hooks: Sequence[str], texts: Sequence[str] | Tens
         model.check_hook_name(h)
     sums = {h: 0.0 for h in hooks}
     count = 0
-    stop = _stop_at(model, hooks)
+    stop = stop_layer(hooks)
     was_training = model.training
     model.eval()
     try:
@@ -253,7 +177,7 @@ class SteeringVector:
 
     @property
     def layers(self) -> list[int | None]:
-        return [_layer_of(h) for h in self.directions]
+        return [layer_of(h) for h in self.directions]
 
     @property
     def d_model(self) -> int:
@@ -325,7 +249,7 @@ class SteeringVector:
                     "reduce the aligned one first (vector.reduce('mean') or 'last')"
                 )
 
-    def check_model(self, model: Any, strict: bool = True) -> None:
+    def check_model(self, model: GPT, strict: bool = True) -> None:
         """Raise SteeringError unless this vector can steer `model`: same width, hooks that exist,
         and (with `strict`) the same weights it was read from."""
         width = int(model.config.n_embd)
@@ -335,7 +259,7 @@ class SteeringVector:
                 "it was made for another model: compute the direction on this model"
             )
         for h in self.directions:
-            layer = _layer_of(h)
+            layer = layer_of(h)
             if layer is not None and layer >= model.config.n_layer:
                 raise SteeringError(
                     f"the vector {self.label!r} steers {h}, but this model has only {model.config.n_layer} "
@@ -351,14 +275,14 @@ class SteeringVector:
                     "direction from another checkpoint on purpose"
                 )
 
-    def for_model(self, model: Any) -> "SteeringVector":
+    def for_model(self, model: GPT) -> "SteeringVector":
         """A copy labelled as belonging to `model` (same width required): for moving a direction
         from one checkpoint to another on purpose. The old fingerprint is kept in the provenance."""
         self.check_model(model, strict=False)
         prov = {**self.provenance, "transferred_from": self.model}
         return self._like(dict(self.directions), model=model_fingerprint(model), provenance=prov)
 
-    def with_scales(self, model: Any, texts: Sequence[str] | Tensor) -> "SteeringVector":
+    def with_scales(self, model: GPT, texts: Sequence[str] | Tensor) -> "SteeringVector":
         """A copy whose typical norms are measured on `model` over `texts`."""
         scales = measure_scales(model, self.hooks, texts)
         out = self._like(dict(self.directions))
@@ -517,26 +441,20 @@ class SteeringVector:
     def save(self, path: str | os.PathLike) -> Path:
         """Write `path.safetensors` (one tensor per hook) and `path.json` (model, scales,
         provenance, label), each atomically. Returns the .safetensors path."""
-        from safetensors.torch import save_file
-
         tensors_path, meta_path = self._paths(path)
         tensors_path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": FORMAT, "version": VERSION, "label": self.label, "hooks": self.hooks,
             "d_model": self.d_model, "model": self.model, "scales": self.scales, "provenance": self.provenance,
         }
-        _atomic_write(tensors_path, lambda tmp: save_file({h: t.contiguous() for h, t in self.directions.items()},
-                                                          str(tmp), metadata={"format": FORMAT}))
-        _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, default=str) + "\n",
-                                                                  encoding="utf-8"))
+        atomic_write(tensors_path, lambda tmp: save_file({h: t.contiguous() for h, t in self.directions.items()},
+                                                         str(tmp), metadata={"format": FORMAT}))
+        atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8"))
         return tensors_path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SteeringVector":
         """Read a vector written by `save` (give the path with or without a suffix)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         tensors_path, meta_path = cls._paths(path)
         for p in (tensors_path, meta_path):
             if not p.is_file():
@@ -554,17 +472,6 @@ class SteeringVector:
         order = [h for h in meta.get("hooks", []) if h in tensors] + [h for h in tensors if h not in meta.get("hooks", [])]
         return cls({h: tensors[h] for h in order}, model=meta.get("model"), scales=meta.get("scales"),
                    provenance=meta.get("provenance"), label=meta.get("label"))
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _describe_texts(texts: Any, keep: int = 3) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The explorer's pages, one module each, each with `render(ctx)`; `nanolens.apps.explorer` orders them."""

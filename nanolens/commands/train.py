@@ -1,0 +1,91 @@
+"""`nanolens train`: a model on a corpus, watched as it learns; `--resume` continues a run."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from nanolens.corpora import load_corpus
+from nanolens.models import ConfigError, GPT, GPTConfig, preset_config
+from nanolens.training import TokenData, Trainer, TrainConfig, model_and_data
+from nanolens.training.config import RUN_KEYS, read_config_file
+from nanolens.training.runs import find_checkpoint
+from nanolens.training.state import STATE_FILE
+
+# `nanolens train` flags that set TrainConfig fields (flag dest -> field); they override --config.
+TRAIN_FLAGS = {
+    "max_iters": "max_iters", "batch_size": "batch_size", "lr": "learning_rate", "min_lr": "min_lr",
+    "warmup_iters": "warmup_iters", "lr_decay_iters": "lr_decay_iters", "eval_interval": "eval_interval",
+    "eval_iters": "eval_iters", "sample_interval": "sample_interval", "sample_tokens": "sample_tokens",
+    "log_interval": "log_interval", "grad_accum_steps": "grad_accum_steps", "weight_decay": "weight_decay",
+    "grad_clip": "grad_clip", "beta1": "beta1", "beta2": "beta2", "val_fraction": "val_fraction", "device": "device", "seed": "seed",
+    "compile": "compile", "dtype": "dtype",
+}
+
+
+def _model_overrides(table: object, source: str) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: 'model' must be a table of GPTConfig fields")
+    known = {f.name for f in dataclasses.fields(GPTConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown model field(s) {unknown}; valid fields: {', '.join(sorted(known))}")
+    return dict(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    file = read_config_file(args.config) if args.config else {}
+    flags = {field: getattr(args, dest) for dest, field in TRAIN_FLAGS.items() if getattr(args, dest) is not None}
+    train_fields = {k: v for k, v in file.items() if k not in RUN_KEYS}
+    out = Path(args.out)
+    data_dir = out / "data"
+
+    if args.resume:
+        if args.set or args.preset or args.tokenizer or args.vocab_size is not None:
+            raise ConfigError("--resume continues the model saved in the run; drop --set/--preset/--tokenizer/"
+                              "--vocab-size (or start a new run with another --out)")
+        last = find_checkpoint(out, "last")
+        model = GPT.load(last)
+        saved = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))["train_config"]
+        config = TrainConfig.from_dict({**saved, **train_fields, **flags})
+        if (data_dir / "meta.json").is_file():
+            data = TokenData.load(data_dir)
+            if args.data:
+                print(f"# resuming on the run's own token data in {data_dir}; --data is ignored", file=sys.stderr)
+        else:
+            spec = args.data or file.get("data") or model.config.extra.get("data")
+            if spec is None:
+                raise ConfigError(f"{out} has no saved token data; give the corpus again with --data")
+            data = TokenData.from_text(load_corpus(spec).text, model.tokenizer, config.val_fraction, meta={"data": spec})
+    else:
+        if (out / "last").exists() or (out / "best").exists():
+            raise ConfigError(f"{out} already holds a run; continue it with --resume, or choose another --out")
+
+        config = TrainConfig.from_dict({**train_fields, **flags})
+        spec = str(args.data or file.get("data") or "sentiment")
+        preset = args.preset or file.get("preset") or "gpt2"
+        kind = args.tokenizer or file.get("tokenizer") or "char"
+        vocab_size = args.vocab_size if args.vocab_size is not None else file.get("vocab_size")
+        overrides = _model_overrides(file.get("model", {}), args.config or "config")
+        preset_config(preset)  # an unknown preset fails before the corpus is read
+        text = load_corpus(spec).text
+        set_keys = {item.partition("=")[0].strip() for item in args.set}
+        if config.block_size is not None and "block_size" not in overrides and "block_size" not in set_keys:
+            overrides["block_size"] = config.block_size
+        model, data = model_and_data(text, spec, preset=preset, tokenizer=kind, vocab_size=vocab_size, overrides=overrides,
+                                     assignments=args.set, val_fraction=config.val_fraction, seed=config.seed)
+        data.check_block_size(config.block_size or model.config.block_size)
+        data.save(data_dir)
+
+    trainer = Trainer(model, data, config, out, resume=args.resume)
+    try:
+        summary = trainer.train()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: nanolens train --out {out} --resume", file=sys.stderr)
+        return 130
+    if trainer.master and config.save_checkpoints:
+        print(f"sample from it with: nanolens sample --ckpt {out / 'best'}", file=sys.stderr)
+    return 0 if summary is not None else 1
