@@ -24,8 +24,8 @@ import torch
 from nanolens.corpora.sentiment import generate_corpus
 from nanolens.models import GPT
 from nanolens.models.presets import LADDER, PRESETS
-from nanolens.training import TokenData, read_metrics
-from nanolens.training.metrics import METRICS_FILE
+from nanolens.training import TokenData
+from nanolens.training.metrics import METRICS_FILE, read_metrics_checked
 from nanolens.training.runs import find_runs, is_checkpoint, is_run, read_checkpoint
 from nanolens.training.state import STATE_FILE
 
@@ -413,6 +413,7 @@ class Metrics:
     samples: list[tuple[int, str]]
     records: int
     modified: float | None
+    skipped: list[str] = field(default_factory=list)  # one problem per row that did not read
 
     @property
     def empty(self) -> bool:
@@ -421,12 +422,12 @@ class Metrics:
 
 def read_run_metrics(run_dir: str | Path) -> Metrics:
     path = Path(run_dir) / METRICS_FILE
-    records = read_metrics(path)
+    records, skipped = read_metrics_checked(path)
     logs = pd.DataFrame([r for r in records if r.get("kind") == "log"], columns=["iter", "train_loss", "lr", "tokens_per_s", "elapsed"])
     evals = pd.DataFrame([r for r in records if r.get("kind") == "eval"], columns=["iter", "train_loss", "val_loss", "best_val_loss", "lr", "elapsed"])
     samples = [(int(r.get("iter", 0)), str(r["sample"])) for r in records if r.get("sample")]
     modified = path.stat().st_mtime if path.is_file() else None
-    return Metrics(logs, evals, samples, len(records), modified)
+    return Metrics(logs, evals, samples, len(records), modified, skipped)
 
 
 def max_iters_of(run_dir: str | Path) -> int | None:

@@ -30,7 +30,11 @@ _HOMES = {
     "CharTokenizer": "tokenizers", "UnknownCharactersError": "tokenizers", "build_tokenizer": "tokenizers",
     "load_tokenizer": "tokenizers",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "BPETokenizer", "CharTokenizer", "CheckpointError", "ConfigError", "GPT", "GPTConfig", "HookNameError", "KVCache",
+    "LADDER", "PRESETS", "UnknownCharactersError", "VARIANTS", "build_tokenizer", "load_model", "load_tokenizer",
+    "preset_config", "save_model",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,16 +9,20 @@ checkpoint or the new one, never a mix. No pickle is ever read. `GPT.load` reads
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
+from nanolens.fields import FileFormatError
 from nanolens.files import atomic_directory
 
-from .config import ConfigError, GPTConfig
+from .config import ConfigError, ConfigTypeError, GPTConfig
 from .tokenizers import load_tokenizer
 
 if TYPE_CHECKING:
@@ -61,12 +65,16 @@ def read_model_dir(directory: str | Path) -> tuple[GPTConfig, Any]:
         )
     try:
         config = GPTConfig.load(directory / CONFIG_FILE)
+    except ConfigTypeError as err:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: {err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ConfigError) as err:
         raise CheckpointError(f"{directory / CONFIG_FILE} is not a valid model config: {err}") from None
     tokenizer = None
     if (directory / TOKENIZER_FILE).is_file():
         try:
             tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+        except FileFormatError as err:  # names the file and the field already
+            raise CheckpointError(f"{err}; re-save the tokenizer, or delete the file to load the model without one") from None
         except Exception as err:  # each tokenizer kind fails in its own way
             raise CheckpointError(
                 f"{directory / TOKENIZER_FILE} is not a valid tokenizer file ({type(err).__name__}: {err}); "
@@ -87,3 +95,21 @@ def load_weights(model: "GPT", directory: str | Path) -> None:
         load_safetensors_model(model, str(path), strict=True)
     except (SafetensorError, RuntimeError, OSError) as err:
         raise CheckpointError(f"{path} does not match {CONFIG_FILE} or is corrupt: {err}") from None
+
+
+def read_torch_file(path: str | Path, fix: str) -> Any:
+    """A `torch.save` file read with `weights_only=True`: tensors and plain values only. A file
+    whose unpickling would run code (a class, or a call such as `os.system`) is refused, and the
+    message says so; `fix` says what to give instead."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a foreign or damaged file fails in many ways (KeyError, IndexError, ...)
+        refused = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(err), flags=re.IGNORECASE)
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            raise CheckpointError(
+                f"refused to load {path}: unpickling it would run arbitrary code ({refused.group(1)}), which could do "
+                f"anything to this machine, so none of it was run; {fix}"
+            ) from None
+        first = "not a torch pickle" if isinstance(err, pickle.UnpicklingError) else str(err).strip()[:200]
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first}); {fix}") from None

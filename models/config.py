@@ -30,6 +30,10 @@ class ConfigError(ValueError):
     """A configuration that cannot build a working model; the message names the fix."""
 
 
+class ConfigTypeError(ConfigError):
+    """A config field of the wrong type: `field: expected T, got V` (a file adds its name in front)."""
+
+
 def parse_value(raw: str) -> Any:
     """A command-line value: JSON (`4`, `0.1`, `true`, `null`), Python's `True`/`False`/`None`
     spellings, or else the plain string."""
@@ -40,6 +44,29 @@ def parse_value(raw: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
+
+
+def check_field_types(config: Any) -> None:
+    """Refuse a dataclass field value of the wrong type for its annotation (e.g. the string
+    "False" for a switch), which would otherwise be taken as truthy or fail deep inside; floats
+    given as ints become floats. Raises ConfigTypeError: `field: expected T, got V`."""
+    for f in dataclasses.fields(config):
+        value, kind = getattr(config, f.name), str(f.type)
+        nullable = "None" in kind
+        if value is None and nullable:
+            continue
+        if kind == "bool" and not isinstance(value, bool):
+            raise ConfigTypeError(f"{f.name}: expected true or false, got {value!r}")
+        if kind.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigTypeError(f"{f.name}: expected an integer{' or null' if nullable else ''}, got {value!r}")
+        if kind.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigTypeError(f"{f.name}: expected a number{' or null' if nullable else ''}, got {value!r}")
+            setattr(config, f.name, float(value))
+        if kind.startswith("str") and not isinstance(value, str):
+            raise ConfigTypeError(f"{f.name}: expected a string{' or null' if nullable else ''}, got {value!r}")
+        if kind.startswith("dict") and not isinstance(value, dict):
+            raise ConfigTypeError(f"{f.name}: expected an object, got {value!r}")
 
 
 @dataclass
@@ -104,7 +131,7 @@ class GPTConfig:
     # ---- validation ------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise ConfigError naming the problem and the fix, for any config that cannot work."""
-        self._check_types()
+        check_field_types(self)
         for slot, valid in VARIANTS.items():
             value = getattr(self, slot)
             if value not in valid:
@@ -145,27 +172,14 @@ class GPTConfig:
         if self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be > 0, got {self.norm_eps}")
 
-    def _check_types(self) -> None:
-        """Refuse values of the wrong type (e.g. the string "False" for a switch), which would
-        otherwise be taken as truthy or fail deep inside the model."""
-        for f in dataclasses.fields(self):
-            value, kind = getattr(self, f.name), str(f.type)
-            if kind == "bool" and not isinstance(value, bool):
-                raise ConfigError(f"{f.name} must be true or false, got {value!r}")
-            if kind.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
-                if not (value is None and "None" in kind):
-                    raise ConfigError(f"{f.name} must be an integer, got {value!r}")
-            if kind == "float":
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"{f.name} must be a number, got {value!r}")
-                setattr(self, f.name, float(value))
-
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GPTConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected an object of GPTConfig fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -85,6 +85,12 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Pick one id per row of `logits` [batch, vocab]; temperature 0 means greedy (argmax)."""
+    # -inf marks a banned token (a logit bias may set it); NaN, +inf or a row of only -inf is broken
+    if bool((torch.isnan(logits) | torch.isposinf(logits)).any() | torch.isneginf(logits).all(-1).any()):
+        raise ValueError(
+            "the model's logits hold NaN or inf, so there is nothing to sample from: its weights are broken (a "
+            "diverged training run?) or a hook or steering added non-finite values; load a finite checkpoint"
+        )
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature

@@ -20,7 +20,7 @@ from transformer_lens import ActivationCache, HookedRootModule
 from . import generation, nanogpt
 from .attention import Attention, KVCache
 from .block import Block, Embed, Unembed
-from .checkpoint import load_weights, read_model_dir, save_model
+from .checkpoint import TOKENIZER_FILE, load_weights, read_model_dir, save_model
 from .config import GPTConfig
 from .hook_names import HookNameError, suggest
 from .hooks import Dropout, FastCall, HookPoint
@@ -49,6 +49,7 @@ class GPT(FastCall, HookedRootModule):
         self.config = config
         self.cfg = tl_config(config)
         self.tokenizer = tokenizer
+        self.loaded_from: Path | None = None  # the checkpoint directory GPT.load read, if any
         self.embed = Embed(config)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
         positional = build_positional(config)
@@ -178,6 +179,12 @@ class GPT(FastCall, HookedRootModule):
     # ---- tokens (TransformerLens' helpers) -------------------------------------------------
     def _require_tokenizer(self):
         if self.tokenizer is None:
+            if self.loaded_from is not None:
+                raise ValueError(
+                    f"{self.loaded_from / TOKENIZER_FILE} is missing, so this model cannot read or write text; put the "
+                    "tokenizer.json of its run back beside config.json (GPT.save and the trainer write one), set "
+                    "model.tokenizer, or pass token ids"
+                )
             raise ValueError(
                 "this model has no tokenizer attached; pass token ids, or set model.tokenizer "
                 "(checkpoints loaded with GPT.load carry theirs)"
@@ -411,6 +418,7 @@ class GPT(FastCall, HookedRootModule):
         config, tokenizer = read_model_dir(directory)
         model = cls(config, tokenizer=tokenizer)
         load_weights(model, directory)
+        model.loaded_from = Path(directory)  # where it came from: errors name its files
         model.eval()
         return model.to(device) if device is not None else model
 

@@ -7,7 +7,6 @@ Files are read with `torch.load(weights_only=True)`, so a pickle that would run 
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ import torch
 
 from nanolens.files import atomic_write
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_torch_file
 from .config import GPTConfig
 from .presets import preset_config
 
@@ -55,21 +54,7 @@ def _to_ours(key: str) -> str | None:
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no nanoGPT checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a foreign or damaged file fails in many ways (KeyError, IndexError, ...)
-        refused = [line for line in str(err).splitlines() if "Unsupported global" in line]
-        if isinstance(err, pickle.UnpicklingError) and refused:
-            detail = refused[0].split("error: ")[-1].split(". Please use")[0]
-            raise CheckpointError(
-                f"refusing to load {path}: it holds objects that would need arbitrary code to unpickle "
-                f"({detail}). Re-save it from nanoGPT with only tensors and plain values."
-            ) from None
-        first = "not a torch pickle" if isinstance(err, pickle.UnpicklingError) else str(err).strip()[:200]
-        raise CheckpointError(
-            f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first}); "
-            "give the ckpt.pt that nanoGPT's train.py wrote"
-        ) from None
+    checkpoint = read_torch_file(path, "give the ckpt.pt that nanoGPT's train.py wrote, re-saved with only tensors and plain values")
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict)
             and isinstance(checkpoint.get("model_args"), dict)):
         raise CheckpointError(

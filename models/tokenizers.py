@@ -15,6 +15,8 @@ from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from nanolens.fields import OBJECT, STR, FileFormatError, Kind, field, optional, read_json
+
 
 class UnknownCharactersError(ValueError):
     """Text holds characters the tokenizer has never seen."""
@@ -79,8 +81,10 @@ class CharTokenizer:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CharTokenizer":
-        return cls(data["chars"], unknown=data.get("unknown"))
+    def from_dict(cls, data: dict, where: str | Path = "tokenizer") -> "CharTokenizer":
+        chars = field(data, "chars", Kind("a list of single characters",
+                                          lambda v: isinstance(v, list) and all(isinstance(c, str) and len(c) == 1 for c in v)), where)
+        return cls(chars, unknown=field(data, "unknown", optional(STR), where, default=None))
 
 
 class BPETokenizer:
@@ -152,8 +156,12 @@ class BPETokenizer:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BPETokenizer":
-        return cls(Tokenizer.from_str(json.dumps(data["tokenizer"])))
+    def from_dict(cls, data: dict, where: str | Path = "tokenizer") -> "BPETokenizer":
+        spec = field(data, "tokenizer", OBJECT, where)
+        try:
+            return cls(Tokenizer.from_str(json.dumps(spec)))
+        except Exception as err:  # the tokenizers library's own parse error
+            raise FileFormatError(f"{where}: tokenizer: not a tokenizers-library tokenizer ({str(err)[:120]})") from None
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
@@ -202,15 +210,16 @@ def char_span_to_tokens(tokenizer, text: str, start: int, end: int) -> tuple[int
 
 
 def load_tokenizer(path: str | Path):
-    """Read a tokenizer saved by any tokenizer's `save`."""
+    """Read a tokenizer saved by any tokenizer's `save`, every field checked."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer file at {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        kind = data["kind"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no tokenizer file at {path}") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a nanolens tokenizer file ({err}); re-save the tokenizer") from None
+        data = read_json(path)
+    except FileFormatError as err:
+        raise FileFormatError(f"{path} is not a nanolens tokenizer file ({str(err).removeprefix(f'{path}: ')}); "
+                              "re-save the tokenizer") from None
+    kind = field(data, "kind", STR, path)
     if kind not in TOKENIZERS:
-        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; known kinds: {', '.join(TOKENIZERS)}")
-    return TOKENIZERS[kind].from_dict(data)
+        raise FileFormatError(f"{path}: unknown tokenizer kind {kind!r}; known kinds: {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[kind].from_dict(data, where=path)

@@ -8,8 +8,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
+
+# Library errors name parameters; on the command line the same advice names the flags. (A name
+# followed by a colon is a file's field, `train.toml: learning_rate: expected ...`: kept.)
+FLAG_WORDS = (
+    (r"\bpass check_model=False\b", "pass --any-model"),
+    (r"\bon_nan='skip'", "--on-nan skip"),
+    (r"\(or None for no limit\)", "(or leave the flag out for no limit)"),
+    (r"\blearning_rate\b(?!:)", "--lr"),
+    (r"\bgrad_clip\b(?!:)", "--grad-clip"),
+    (r"\btop_k\b(?!:)", "--top-k"),
+    (r"\btop_p\b(?!:)", "--top-p"),
+    (r"\bmax_new_tokens\b(?!:)", "--max-new-tokens"),
+)
+
+
+def in_flags(message: str) -> str:
+    """A library error message as the command line should say it (parameters -> flags)."""
+    for pattern, flag in FLAG_WORDS:
+        message = re.sub(pattern, flag, message)
+    return message
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -59,6 +80,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     g.add_argument("--dtype", default=None, help="auto (default: bf16/fp16 autocast on CUDA), float32, bfloat16, float16")
+    g.add_argument("--on-nan", default=None, choices=("stop", "skip"),
+                   help="a non-finite loss or gradient: stop the run (default) or skip that step")
 
 
 def _add_steer_parsers(sub) -> None:
@@ -243,6 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command = importlib.import_module(f"nanolens.commands.{name}")  # lazy: see the module docstring
         return command.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"nanolens {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, KeyError) as err:  # errors that name their fix; anything else is a bug: traceback
+        print(f"nanolens {args.command}: error: {in_flags(str(err))}", file=sys.stderr)
         return 2

@@ -39,6 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from nanolens.fields import INT, LIST_OF_STR, NUMBERS_BY_NAME, OBJECT, STR, FileFormatError, field, optional, read_json
 from nanolens.files import atomic_write
 from nanolens.models import GPT
 from nanolens.models.hook_names import layer_of, stop_layer
@@ -460,18 +461,30 @@ class SteeringVector:
             if not p.is_file():
                 raise FileNotFoundError(f"no steering vector at {path}: {p} is missing (save writes .safetensors + .json)")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise SteeringError(f"{meta_path} is not valid JSON ({err.msg})") from None
-        if meta.get("format") != FORMAT:
-            raise SteeringError(f"{meta_path} is not a nanolens steering vector (format {meta.get('format')!r})")
+            meta = read_json(meta_path)
+            if meta.get("format") != FORMAT:
+                raise SteeringError(f"{meta_path} is not a nanolens steering vector (format {meta.get('format')!r})")
+            hooks = field(meta, "hooks", LIST_OF_STR, meta_path, default=[])
+            label = field(meta, "label", optional(STR), meta_path, default=None)
+            d_model = field(meta, "d_model", optional(INT), meta_path, default=None)
+            model = field(meta, "model", optional(OBJECT), meta_path, default=None)
+            for name, kind in (("d_model", INT), ("n_layer", INT), ("config_hash", STR), ("weights_hash", STR)):
+                if model:
+                    field(model, name, optional(kind), f"{meta_path}: model", default=None)
+            scales = field(meta, "scales", optional(NUMBERS_BY_NAME), meta_path, default=None)
+            provenance = field(meta, "provenance", optional(OBJECT), meta_path, default=None)
+        except FileFormatError as err:
+            raise SteeringError(str(err)) from None
         try:
             tensors = load_file(str(tensors_path))
         except (SafetensorError, OSError) as err:
             raise SteeringError(f"{tensors_path} cannot be read ({err})") from None
-        order = [h for h in meta.get("hooks", []) if h in tensors] + [h for h in tensors if h not in meta.get("hooks", [])]
-        return cls({h: tensors[h] for h in order}, model=meta.get("model"), scales=meta.get("scales"),
-                   provenance=meta.get("provenance"), label=meta.get("label"))
+        widths = {t.shape[-1] for t in tensors.values()}
+        if d_model is not None and widths != {d_model}:
+            raise SteeringError(f"{meta_path}: d_model: {d_model}, but the directions in {tensors_path.name} have width "
+                                f"{', '.join(map(str, sorted(widths)))}; the two files do not belong together")
+        order = [h for h in hooks if h in tensors] + [h for h in tensors if h not in hooks]
+        return cls({h: tensors[h] for h in order}, model=model, scales=scales, provenance=provenance, label=label)
 
 
 def _describe_texts(texts: Any, keep: int = 3) -> dict[str, Any]:

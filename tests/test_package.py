@@ -67,7 +67,7 @@ def test_the_lazy_names_of_nanolens_models_agree_with_their_type_checking_import
     tree = ast.parse(open(models.__file__, encoding="utf-8").read())
     block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
     typed = {alias.name: node.module for node in block.body for alias in node.names}
-    assert typed == models._HOMES
+    assert typed == models._HOMES and sorted(models.__all__) == sorted(models._HOMES)
     for name, module in typed.items():
         assert getattr(models, name) is getattr(importlib.import_module(f"nanolens.models.{module}"), name)
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nanolens.fields import INT, OBJECT, STR, FileFormatError, field, optional, read_json
 from nanolens.files import atomic_directory
 
 SPLITS = ("train", "val")
@@ -179,12 +180,15 @@ class TokenData:
         missing = [n for n in (META_FILE, "train.bin", "val.bin") if not (directory / n).is_file()]
         if missing:
             raise DataError(f"{directory} is missing {', '.join(missing)}; it is not a token data directory written by TokenData.save")
+        path = directory / META_FILE
         try:
-            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-            dtype, vocab_size = np.dtype(meta["dtype"]), int(meta["vocab_size"])
-            sizes = {"train": int(meta["n_train"]), "val": int(meta["n_val"])}
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{directory / META_FILE} is not valid token data metadata ({err})") from None
+            meta = read_json(path)
+            dtype = _dtype(field(meta, "dtype", STR, path), path)
+            vocab_size = field(meta, "vocab_size", INT, path)
+            sizes = {"train": field(meta, "n_train", INT, path), "val": field(meta, "n_val", INT, path)}
+            field(meta, "meta", optional(OBJECT), path, default=None)
+        except FileFormatError as err:
+            raise DataError(f"{err}; it is not valid token data metadata (re-create it with TokenData.save)") from None
         arrays = {}
         for name in SPLITS:
             path = directory / f"{name}.bin"
@@ -201,3 +205,10 @@ class TokenData:
         data.train, data.val = arrays["train"], arrays["val"]
         data.meta = dict(meta.get("meta") or {})
         return data
+
+
+def _dtype(name: str, where: Path) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        raise FileFormatError(f"{where}: dtype: expected a numpy dtype name such as 'uint16', got {name!r}") from None

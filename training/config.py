@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from nanolens.models import ConfigError
+from nanolens.models.config import check_field_types
+
+from .guard import NAN_POLICIES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,6 +74,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, mps, cpu), cpu, cuda, cuda:N, mps
     dtype: str = "auto"  # auto (bfloat16 or float16 autocast on CUDA, float32 elsewhere), float32, bfloat16, float16
     compile: bool = False  # torch.compile the model
+    on_nan: str = "stop"  # a non-finite loss or gradient: "stop" the run (default) or "skip" the step
 
     def __post_init__(self) -> None:
         self.dtype = _DTYPE_ALIASES.get(str(self.dtype), str(self.dtype))
@@ -78,6 +82,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the problem and the fix."""
+        check_field_types(self)
         at_least = {
             "batch_size": 1, "grad_accum_steps": 1, "max_iters": 0, "warmup_iters": 0, "eval_interval": 0,
             "eval_iters": 1, "log_interval": 1, "sample_interval": 0, "sample_tokens": 1,
@@ -103,6 +108,8 @@ class TrainConfig:
             raise ConfigError("weight_decay and grad_clip must be >= 0 (grad_clip 0 turns clipping off)")
         if self.sample_temperature < 0:
             raise ConfigError(f"sample_temperature must be >= 0 (0 = greedy), got {self.sample_temperature}")
+        if self.on_nan not in NAN_POLICIES:
+            raise ConfigError(f"on_nan must be one of {', '.join(NAN_POLICIES)}, got {self.on_nan!r}")
         if self.dtype not in ("auto", *DTYPE_NAMES):
             raise ConfigError(f"unknown dtype {self.dtype!r}; use auto, float32, bfloat16 or float16")
         if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):

@@ -140,12 +140,10 @@ def distinct_checkpoints(checkpoints: Sequence[Checkpoint]) -> list[Checkpoint]:
     return list(seen.values())
 
 
-def find_checkpoint(out_dir: str | Path, name: str = "last") -> Path:
-    """The complete checkpoint `out_dir/name` to resume from.
-
-    A run killed between the two renames that swap a new checkpoint in leaves the previous one
-    as `.NAME.old-PID`; it is complete, so it is moved back into place and used.
-    """
+def recover_checkpoint(out_dir: str | Path, name: str) -> Path | None:
+    """`out_dir/name` if it is a complete checkpoint, else None; a run killed between the two
+    renames that swap a new checkpoint in leaves the previous one as `.NAME.old-PID`: complete,
+    so it is moved back into place and used."""
     out_dir = Path(out_dir)
     dest = out_dir / name
     if dest.is_dir() and not checkpoint_missing(dest):
@@ -156,6 +154,17 @@ def find_checkpoint(out_dir: str | Path, name: str = "last") -> Path:
             if old.is_dir() and not checkpoint_missing(old):
                 os.replace(old, dest)
                 return dest
+    return None
+
+
+def find_checkpoint(out_dir: str | Path, name: str = "last") -> Path:
+    """The complete checkpoint `out_dir/name` to resume from (recovered as `recover_checkpoint`
+    says), or a CheckpointError that says what to do."""
+    out_dir = Path(out_dir)
+    found = recover_checkpoint(out_dir, name)
+    if found is not None:
+        return found
+    dest = out_dir / name
     if dest.is_dir():
         raise CheckpointError(
             f"{dest} is missing {', '.join(checkpoint_missing(dest))}; it is not a complete training "
@@ -165,5 +174,3 @@ def find_checkpoint(out_dir: str | Path, name: str = "last") -> Path:
         f"{out_dir} holds no '{name}' checkpoint to resume from; start a new run without --resume, "
         "or point --out at the directory of the run to continue"
     )
-
-

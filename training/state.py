@@ -18,12 +18,18 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from nanolens.fields import INT, LIST, NUMBER, OBJECT, field, optional, read_json
 from nanolens.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 
 OPTIMIZER_TENSORS, OPTIMIZER_META = "optimizer.safetensors", "optimizer.json"
 RNG_FILE, STATE_FILE = "rng.safetensors", "trainer_state.json"
 CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_TENSORS, OPTIMIZER_META, RNG_FILE, STATE_FILE)
 STATE_FORMAT, STATE_VERSION = "nanolens-trainer", 1
+# The fields of trainer_state.json a resume reads, and what each must hold.
+STATE_FIELDS = (
+    ("iter", INT), ("best_val_loss", optional(NUMBER)), ("val_loss", optional(NUMBER)), ("train_loss", optional(NUMBER)),
+    ("elapsed", NUMBER), ("world_size", INT), ("train_config", OBJECT), ("python_random", LIST), ("numpy_random", LIST),
+)
 
 
 def json_value(value: Any) -> Any:
@@ -109,19 +115,33 @@ def write_trainer_files(directory: Path, optimizer: torch.optim.Optimizer, state
     (directory / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
 
 
+def read_state_json(directory: Path) -> dict[str, Any] | None:
+    """A checkpoint's `trainer_state.json`, or None when it is missing or unreadable."""
+    try:
+        state = json.loads((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
+
+
 def read_trainer_files(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
     """(trainer state, optimizer state dict, RNG tensors) of a checkpoint, or a CheckpointError."""
     missing = checkpoint_missing(directory)
     if missing:
         raise CheckpointError(f"{directory} is missing {', '.join(missing)}; it cannot be resumed from")
     try:
-        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        path = directory / STATE_FILE
+        state = read_json(path)
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"format {state.get('format')!r}")
-        opt_meta = json.loads((directory / OPTIMIZER_META).read_text(encoding="utf-8"))
+            raise ValueError(f"{path}: format: expected {STATE_FORMAT!r}, got {state.get('format')!r}")
+        for name, kind in STATE_FIELDS:
+            field(state, name, kind, path)
+        opt_meta = read_json(directory / OPTIMIZER_META)
+        field(opt_meta, "param_groups", LIST, directory / OPTIMIZER_META)
+        field(opt_meta, "state", OBJECT, directory / OPTIMIZER_META, default={})
         opt_tensors = load_file(str(directory / OPTIMIZER_TENSORS))
         rng = load_file(str(directory / RNG_FILE))
-    except (json.JSONDecodeError, ValueError, OSError) as err:
+    except (ValueError, OSError) as err:  # FileFormatError, safetensors' errors, a bad format
         raise CheckpointError(f"{directory} holds a corrupt trainer state ({err}); it cannot be resumed from") from None
     return state, optimizer_state_from_files(opt_tensors, opt_meta), rng
 

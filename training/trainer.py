@@ -38,6 +38,7 @@ in DistributedDataParallel and lets only rank 0 evaluate, print and write files.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import time
@@ -58,11 +59,14 @@ from nanolens.models.checkpoint import WEIGHTS_FILE, CheckpointError, write_mode
 
 from .batches import DataError, TokenData
 from .config import TrainConfig
-from .metrics import METRICS_FILE, Callback, notify, read_metrics
+from .guard import (MAX_CONSECUTIVE_SKIPS, TrainingDiverged, divergence_message, gradient_norm, non_finite,
+                    weights_are_finite)
+from .lock import RunLock
+from .metrics import METRICS_FILE, Callback, finite_json, notify, read_metrics
 from .plots import LOSS_CURVE_FILE, plot_losses
-from .runs import find_checkpoint
+from .runs import find_checkpoint, recover_checkpoint
 from .runtime import distributed_env, resolve_device, resolve_dtype, stream_seed
-from .state import read_trainer_files, restore_random_streams, trainer_state, write_trainer_files
+from .state import read_state_json, read_trainer_files, restore_random_streams, trainer_state, write_trainer_files
 
 
 def configure_optimizer(model: torch.nn.Module, config: TrainConfig, device_type: str) -> torch.optim.AdamW:
@@ -177,9 +181,13 @@ class Trainer:
         self.last_train_loss: float | None = None
         self.elapsed_before = 0.0
         self.resumed_from: Path | None = None
+        self.notes: list[str] = []  # what a resume found and repaired, printed when the run starts
+        self.checkpoint_iter: int | None = None  # the iteration last/ holds
+        self._lock = RunLock.acquire(self.out_dir) if self.out_dir is not None and self.master else None
         if resume:
             self.resumed_from = find_checkpoint(self.out_dir, "last")
             self.load_checkpoint(self.resumed_from)
+            self._check_best()
         else:
             torch.manual_seed(cfg.seed + self.rank)  # dropout's stream; batches have their own
 
@@ -275,12 +283,16 @@ class Trainer:
         """Write `out_dir/name` atomically: model files + optimizer + RNG + trainer state."""
         if self.out_dir is None:
             raise ValueError("this trainer has no out_dir to write checkpoints into")
+        if not weights_are_finite(self.raw_model.parameters()):
+            raise TrainingDiverged(f"refusing to write {name}/: the weights hold inf or NaN")
         dest = self.out_dir / name
         with atomic_directory(dest) as tmp:
             write_model_files(self.raw_model, tmp)
             if Trainer._checkpoint_hook is not None:
                 Trainer._checkpoint_hook(name, tmp)
             write_trainer_files(tmp, self.optimizer, self.state_dict_json())
+        if name == "last":
+            self.checkpoint_iter = self.iter_num
         return dest
 
     def load_checkpoint(self, directory: str | Path) -> None:
@@ -298,7 +310,7 @@ class Trainer:
             self.optimizer.load_state_dict(optimizer_state)
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"{directory}: the optimizer state does not fit this model ({err})") from None
-        self.iter_num = int(state["iter"])
+        self.iter_num = self.checkpoint_iter = int(state["iter"])
         self.best_val_loss = state.get("best_val_loss")
         self.last_val_loss = state.get("val_loss")
         self.last_train_loss = state.get("train_loss")
@@ -309,6 +321,24 @@ class Trainer:
             restore_random_streams(state, rng)
         else:  # other ranks (whose streams were not saved) get fresh, distinct ones
             torch.manual_seed(stream_seed(self.config.seed, "resume", self.rank, self.iter_num))
+
+    def _check_best(self) -> None:
+        """Make the best val loss the one `best/` really holds: a run killed after writing `best/`
+        but before `last/` leaves `last/` claiming an older best (and `best/` may be missing
+        between its two renames: recovered here)."""
+        claimed = self.best_val_loss
+        best = recover_checkpoint(self.out_dir, "best")
+        state = read_state_json(best) if best is not None else None
+        held = state.get("val_loss") if state is not None else None
+        if held != claimed:
+            if best is None:
+                self.notes.append(f"no best/ checkpoint: last/ claimed best val {claimed}; the next evaluation writes one")
+            elif held is None:
+                self.notes.append(f"{best} holds no readable val loss; the next evaluation replaces it")
+            else:
+                self.notes.append(f"{best} holds val loss {held:.4f} (iteration {state.get('iter')}), not the {claimed} "
+                                  "last/ records (the run was killed between writing them); continuing from best/'s")
+            self.best_val_loss = held if isinstance(held, (int, float)) and math.isfinite(held) else None
 
     # ---- metrics ---------------------------------------------------------------------------
     @property
@@ -334,7 +364,7 @@ class Trainer:
         if not self.master:
             return
         if self._metrics_file is not None:
-            self._metrics_file.write(json.dumps(record) + "\n")
+            self._metrics_file.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
             self._metrics_file.flush()
         self._stop |= notify(self.callbacks, record)
 
@@ -349,12 +379,21 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------------
     def _evaluate(self, it: int, do_eval: bool, do_sample: bool, pbar) -> None:
-        """Evaluation, sample and checkpoints for the state after `it` iterations (rank 0)."""
+        """Evaluation, sample and checkpoints for the state after `it` iterations (rank 0).
+
+        The commit order cannot lie whenever the process dies: the eval row first (a resume
+        drops rows after the checkpoint it starts from, so a row is never orphaned or lost),
+        then `best/` (when improved), then `last/`, whose trainer state is what a resume reads."""
         cfg = self.config
+        if not weights_are_finite(self.raw_model.parameters()):
+            self._diverge(it, "the weights hold inf or NaN after the last update", cfg.lr_at(max(it - 1, 0)))
         record: dict[str, Any] = {"kind": "eval" if do_eval else "sample", "iter": it, "train_loss": None, "val_loss": None}
         improved = False
         if do_eval:
             losses = self.estimate_loss()
+            bad = [f"the {split} loss estimate is {value}" for split, value in losses.items() if not math.isfinite(value)]
+            if bad:
+                self._diverge(it, bad[0], cfg.lr_at(max(it - 1, 0)))
             record["train_loss"], record["val_loss"] = losses["train"], losses["val"]
             self.last_train_loss, self.last_val_loss = losses["train"], losses["val"]
             if self.best_val_loss is None or losses["val"] < self.best_val_loss:
@@ -367,13 +406,21 @@ class Trainer:
                 record["sample"] = text
                 if cfg.verbose:
                     pbar.write(f"--- sample at iter {it} ---\n{text}\n---")
+        self._emit(record)
         if do_eval:
             pbar.set_postfix_str(self._postfix(), refresh=False)
             if cfg.save_checkpoints:
-                self.save_checkpoint("last")
                 if improved and cfg.save_best:
                     self.save_checkpoint("best")
-        self._emit(record)
+                self.save_checkpoint("last")
+
+    def _diverge(self, it: int, what: str, lr: float) -> None:
+        """Record why the run stops (a `stop` row) and raise TrainingDiverged; nothing is saved."""
+        cfg = self.config
+        message = divergence_message(it, what, lr, cfg.learning_rate, cfg.grad_clip, self.checkpoint_iter)
+        self._emit({"kind": "stop", "iter": it, "reason": message, "train_loss": None, "val_loss": None,
+                    "best_val_loss": self.best_val_loss, "lr": lr, "elapsed": round(self.elapsed, 3)})
+        raise TrainingDiverged(message)
 
     def _postfix(self, tokens_per_s: float | None = None) -> str:
         parts = []
@@ -411,9 +458,12 @@ class Trainer:
                 f"{'' if self.world_size == 1 else f' x {self.world_size} processes'}: {self.data.n_train:,} train / "
                 f"{self.data.n_val:,} val tokens, {self.tokens_per_iter:,} tokens per iteration{note}"
             )
+            for line in self.notes:
+                pbar.write(f"note: {line}")
         model.train()
         window_start, window_iters = time.perf_counter(), 0
         loss_sum = torch.zeros((), device=self.device)
+        skips = 0  # consecutive steps skipped for a non-finite loss or gradient (on_nan="skip")
         try:
             while True:
                 at_end = it >= cfg.max_iters or self._stop
@@ -442,11 +492,26 @@ class Trainer:
                         loss = loss / cfg.grad_accum_steps
                     loss_sum += loss.detach()
                     self.scaler.scale(loss).backward()
+                grad_norm = None
                 if cfg.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+                elif not self.scaler.is_enabled():  # fp16's scaler skips overflowing steps itself
+                    grad_norm = gradient_norm(raw.parameters())
+                bad = non_finite(loss_sum, grad_norm)
+                if bad is None:
+                    skips = 0
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                elif cfg.on_nan == "skip" and skips < MAX_CONSECUTIVE_SKIPS:
+                    skips += 1
+                    self._emit({"kind": "skip", "iter": it + 1, "reason": f"{bad}; the update was skipped", "lr": lr,
+                                "train_loss": None, "val_loss": None, "elapsed": round(self.elapsed, 3)})
+                else:
+                    if skips:
+                        bad += f" ({skips} steps in a row)"
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._diverge(it, bad, lr)
                 self.optimizer.zero_grad(set_to_none=True)
                 it += 1
                 self.iter_num = it
@@ -468,6 +533,7 @@ class Trainer:
                         })
                     self._sync_stop()
         finally:
+            self._release_lock()
             pbar.close()
             self.elapsed_before = self.elapsed
             self._run_start = None
@@ -490,8 +556,14 @@ class Trainer:
         self.close()
         return summary
 
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def close(self) -> None:
-        """Leave the process group if this trainer joined it."""
+        """Give the run folder's lock back, and leave the process group if this trainer joined it."""
+        self._release_lock()
         if self._owns_process_group:
             if dist.is_initialized():
                 dist.barrier()

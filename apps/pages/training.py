@@ -19,6 +19,9 @@ def render(ctx: Context) -> None:
                 "Point the explorer at runs/NAME to see its training.")
         return
     metrics = A.read_run_metrics(ctx.run)
+    if metrics.skipped:
+        st.warning(f"Showing the {metrics.records} rows of metrics.jsonl that read cleanly; {len(metrics.skipped)} "
+                   "did not and are left out: " + "; ".join(metrics.skipped[:3]) + ("; ..." if len(metrics.skipped) > 3 else ""))
     if metrics.empty:
         st.info(f"{ctx.run} has no metrics.jsonl records yet; they appear as soon as the trainer logs.")
         return

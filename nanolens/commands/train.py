@@ -12,6 +12,7 @@ from nanolens.corpora import load_corpus
 from nanolens.models import ConfigError, GPT, GPTConfig, preset_config
 from nanolens.training import TokenData, Trainer, TrainConfig, model_and_data
 from nanolens.training.config import RUN_KEYS, read_config_file
+from nanolens.training.lock import RunLock
 from nanolens.training.runs import find_checkpoint
 from nanolens.training.state import STATE_FILE
 
@@ -22,8 +23,16 @@ TRAIN_FLAGS = {
     "eval_iters": "eval_iters", "sample_interval": "sample_interval", "sample_tokens": "sample_tokens",
     "log_interval": "log_interval", "grad_accum_steps": "grad_accum_steps", "weight_decay": "weight_decay",
     "grad_clip": "grad_clip", "beta1": "beta1", "beta2": "beta2", "val_fraction": "val_fraction", "device": "device", "seed": "seed",
-    "compile": "compile", "dtype": "dtype",
+    "compile": "compile", "dtype": "dtype", "on_nan": "on_nan",
 }
+
+
+def _train_config(fields: dict, source: str | None) -> TrainConfig:
+    """The TrainConfig of a config file's fields and the flags; an error names the file."""
+    try:
+        return TrainConfig.from_dict(fields)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}" if source else str(err)) from None
 
 
 def _model_overrides(table: object, source: str) -> dict:
@@ -37,10 +46,17 @@ def _model_overrides(table: object, source: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.resume and not out.is_dir():
+        find_checkpoint(out, "last")  # raises: there is no run there to continue
+    with RunLock.acquire(out):  # before anything is written: a second start on this --out stops here
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> int:
     file = read_config_file(args.config) if args.config else {}
     flags = {field: getattr(args, dest) for dest, field in TRAIN_FLAGS.items() if getattr(args, dest) is not None}
     train_fields = {k: v for k, v in file.items() if k not in RUN_KEYS}
-    out = Path(args.out)
     data_dir = out / "data"
 
     if args.resume:
@@ -50,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         last = find_checkpoint(out, "last")
         model = GPT.load(last)
         saved = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))["train_config"]
-        config = TrainConfig.from_dict({**saved, **train_fields, **flags})
+        config = _train_config({**saved, **train_fields, **flags}, f"{args.config or last / STATE_FILE}")
         if (data_dir / "meta.json").is_file():
             data = TokenData.load(data_dir)
             if args.data:
@@ -64,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if (out / "last").exists() or (out / "best").exists():
             raise ConfigError(f"{out} already holds a run; continue it with --resume, or choose another --out")
 
-        config = TrainConfig.from_dict({**train_fields, **flags})
+        config = _train_config({**train_fields, **flags}, args.config)
         spec = str(args.data or file.get("data") or "sentiment")
         preset = args.preset or file.get("preset") or "gpt2"
         kind = args.tokenizer or file.get("tokenizer") or "char"

@@ -204,6 +204,23 @@ def test_training_page(run_dir):
     assert any("iter 30" in m.value for m in at.markdown)
 
 
+def test_training_page_shows_the_rows_it_can_read_and_says_how_many_it_skipped(run_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    lines = (broken / "metrics.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    row["iter"] = "x"
+    lines[2] = json.dumps(row)
+    (broken / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    at = healthy(open_app(broken, "Training"))
+    assert any("1 did not and are left out" in w.value and "line 3: iter: expected an integer, got 'x'" in w.value
+               for w in at.warning)
+    val = next(t for t in figures(at)[0]["data"] if t["name"] == "val (estimate)")
+    assert array(val["x"]).tolist() == [0, 10, 20, 30]  # the page still shows what could be read
+
+
 def test_training_page_is_live_while_a_run_is_fresh(run_dir, tmp_path):
     import shutil
 

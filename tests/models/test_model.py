@@ -454,8 +454,9 @@ def test_random_valid_configs_build_run_and_cache(config: GPTConfig, data) -> No
 
 @pytest.mark.parametrize(
     "bad, message",
-    [(dict(bias="False"), "bias must be true or false"), (dict(n_layer=2.5), "n_layer must be an integer"),
-     (dict(dropout="x"), "dropout must be a number")],
+    [(dict(bias="False"), "bias: expected true or false, got 'False'"), (dict(n_layer=2.5), "n_layer: expected an integer, got 2.5"),
+     (dict(dropout="x"), "dropout: expected a number, got 'x'"), (dict(positional=3), "positional: expected a string, got 3"),
+     (dict(extra=[1]), r"extra: expected an object, got \[1\]")],
 )
 def test_config_refuses_values_of_the_wrong_type(bad, message) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -20,6 +20,7 @@ from nanolens.models.config import ConfigError
 from nanolens.training.state import CHECKPOINT_FILES, optimizer_state_from_files, optimizer_state_to_files
 from nanolens.training import StopTraining, Trainer, TrainConfig
 from nanolens.training.runs import find_checkpoint
+from nanolens.training.lock import LOCK_FILE
 from nanolens.training.metrics import read_metrics
 
 # One tiny setup, exec'd both here and in the subprocesses, so both build the same run.
@@ -159,7 +160,7 @@ def test_best_and_last_are_loadable_checkpoints(finished_run):
     assert state["iter"] == 40 and state["best_val_loss"] == summary["best_val_loss"]
     assert state["train_config"]["max_iters"] == 40
     assert_same_params(params(GPT.load(out / "last")), params(model))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]  # no temporary leftovers
     assert GPT.load(out / "last").generate("the ", max_new_tokens=5, seed=0).startswith("the ")
 
 
@@ -227,7 +228,7 @@ def test_bad_inputs():
 # ---- SIGKILL safety --------------------------------------------------------------------------
 # One subprocess pays the import once, then forks a child per scenario (single-threaded torch, so
 # fork is safe); each child trains and is killed with SIGKILL at its moment:
-#   checkpoint: inside the write of the iteration-10 checkpoint (model files written, state not)
+#   checkpoint: inside the write of the iteration-10 `last` (model files written, state not; `best` is done)
 #   swap:       between the two renames that swap the new `last` in (only `.last.old-*` remains)
 #   training:   mid-training at iteration 13, between checkpoints
 KILLER = SETUP + """
@@ -240,7 +241,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 def in_checkpoint(name, tmp):
-    if holder["trainer"].iter_num == 10:
+    if name == "last" and holder["trainer"].iter_num == 10:  # best/ (written first) already holds iteration 10
         die()
 
 def mid_training(record):
@@ -315,7 +316,7 @@ def test_sigkill_then_resume(mode, killed_runs, reference_run):
     root, statuses = killed_runs
     assert statuses[mode] == 9  # the run really died of SIGKILL
     out = root / mode
-    leftovers = sorted(p.name.split("-")[0] for p in out.iterdir() if p.name.startswith("."))
+    leftovers = sorted(p.name.split("-")[0] for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE)
     if mode == "checkpoint":
         assert leftovers == [".last.tmp"]  # the half-written checkpoint never became `last`
         assert not (out / next(out.glob(".last.tmp-*")) / "trainer_state.json").exists()
@@ -329,7 +330,7 @@ def test_sigkill_then_resume(mode, killed_runs, reference_run):
     trainer = Trainer(model, data, cfg, out, resume=True)
     assert trainer.iter_num == (10 if mode == "training" else 5)  # the last complete checkpoint
     trainer.train()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # debris cleaned up
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]  # debris cleaned up
     ref_params, ref_metrics = reference_run
     assert_same_params(params(model), ref_params, atol=1e-6)
     logs = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "log"]
