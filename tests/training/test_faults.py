@@ -54,7 +54,7 @@ KILLER = BUILD + textwrap.dedent('''
     import json, os, signal, sys
     from pathlib import Path
     import nanolens.files as files
-    import nanolens.training.trainer as trainer_module
+    import nanolens.training.checkpoints as trainer_module
 
     root, text = Path(sys.argv[1]), sys.argv[2]
     steps, plan = [], {"on": False, "kill_at": None}
