@@ -26,6 +26,7 @@ from nanolens.models import GPT
 from nanolens.models.presets import LADDER, PRESETS
 from nanolens.training import TokenData
 from nanolens.training.metrics import METRICS_FILE, read_metrics_checked
+from nanolens.training.watch import HEAD_SCORES, attention_scores, pattern_hooks, repeated_tokens
 from nanolens.training.runs import find_runs, is_checkpoint, is_run, read_checkpoint
 from nanolens.training.state import STATE_FILE
 
@@ -98,12 +99,6 @@ def default_prompt(model: GPT, candidates: Sequence[str] = ()) -> str:
 # ---------------------------------------------------------------------------------------------
 # attention
 # ---------------------------------------------------------------------------------------------
-def pattern_hooks(model: GPT) -> list[tuple[int, str]]:
-    """(layer, hook name) of every block whose attention has a `hook_pattern`."""
-    return [(i, f"blocks.{i}.attn.hook_pattern") for i in range(model.config.n_layer)
-            if f"blocks.{i}.attn.hook_pattern" in model.hook_dict]
-
-
 @dataclass
 class AttentionData:
     """The attention patterns of one prompt: `patterns[layer]` is [head, query_pos, key_pos]."""
@@ -178,9 +173,6 @@ def corpus_ids(model: GPT, run_dir: str | Path | None = None, min_tokens: int = 
     return ids, "the embedded sentiment corpus"
 
 
-HEAD_SCORES = ("previous_token", "first_token", "induction")
-
-
 def head_scores(
     model: GPT,
     windows: np.ndarray,
@@ -188,46 +180,20 @@ def head_scores(
     induction_batch: int = 8,
     seed: int = 0,
 ) -> Any:
-    """Score every head on three behaviours; returns a DataFrame (layer, head, scores).
-
-    - `previous_token`: mean attention from each position to the one just before it, on corpus
-      `windows` [n, pos] (1 for a perfect previous-token head);
-    - `first_token`: mean attention to the first position of the window (an attention sink or
-      BOS-like head), for positions after the first;
-    - `induction`: on random tokens repeated twice, mean attention from each token of the
-      second copy to the token after its earlier occurrence (the induction pattern: "A B ... A
-      -> look at B"); `induction_length` tokens per copy (default: half the context, at most 32).
-    """
-    hooks = pattern_hooks(model)
+    """Every head's previous-token, first-token and induction scores (`nanolens.training.watch`,
+    what the trainer records as it trains) as a DataFrame (layer, head, scores), on corpus
+    `windows` [n, pos] and on random tokens repeated twice (`induction_length` tokens per copy,
+    default half the context, at most 32)."""
     columns = ["layer", "head", *HEAD_SCORES]
+    hooks = pattern_hooks(model)
     if not hooks:
         return pd.DataFrame(columns=columns)
-    names = [name for _, name in hooks]
-    stop = hooks[-1][0] + 1
     windows = torch.as_tensor(np.asarray(windows), dtype=torch.long, device=model.device)
-    if windows.dim() == 1:
-        windows = windows[None]
-    windows = windows[:, : model.config.block_size]
-    L = induction_length or max(2, min(32, model.config.block_size // 2))
-    gen = torch.Generator().manual_seed(seed)
-    first = torch.randint(0, model.config.vocab_size, (induction_batch, L), generator=gen)
-    repeated = torch.cat([first, first], dim=1).to(model.device)
-    rows = []
-    with torch.no_grad():
-        _, corpus_cache = model.run_with_cache(windows, names_filter=names, return_cache_object=False, stop_at_layer=stop)
-        _, rep_cache = model.run_with_cache(repeated, names_filter=names, return_cache_object=False, stop_at_layer=stop)
-    for layer, name in hooks:
-        pat = corpus_cache[name].float()  # [batch, head, q, k]
-        pos = pat.shape[-1]
-        q = torch.arange(1, pos, device=pat.device)
-        prev = pat[:, :, q, q - 1].mean(dim=(0, 2)) if pos > 1 else torch.zeros(pat.shape[1])
-        sink = pat[:, :, q, 0].mean(dim=(0, 2)) if pos > 1 else torch.zeros(pat.shape[1])
-        rep = rep_cache[name].float()
-        qi = torch.arange(L, 2 * L, device=rep.device)
-        induction = rep[:, :, qi, qi - L + 1].mean(dim=(0, 2))
-        for h in range(pat.shape[1]):
-            rows.append({"layer": layer, "head": h, "previous_token": float(prev[h]), "first_token": float(sink[h]),
-                         "induction": float(induction[h])})
+    windows = (windows[None] if windows.dim() == 1 else windows)[:, : model.config.block_size]
+    length = induction_length or max(2, min(32, model.config.block_size // 2))
+    scores = attention_scores(model, windows, repeated_tokens(model, length, induction_batch, seed))
+    rows = [{"layer": layer, "head": h, **{name: float(scores[name][row, h]) for name in HEAD_SCORES}}
+            for row, (layer, _) in enumerate(hooks) for h in range(scores["previous_token"].shape[1])]
     return pd.DataFrame(rows, columns=columns)
 
 

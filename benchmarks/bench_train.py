@@ -46,6 +46,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from nanolens.training import TrainConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 GOAL_VAL_LOSS = 1.89
@@ -136,6 +138,8 @@ def run(data: str, max_iters: int, eval_iters: int, run_dir: Path, quiet: bool, 
         "tokens_per_iter": tokens_per_iter, "params": n_params, "load_before": load_before, "load_after": load_after,
         "vocab_size": config.get("vocab_size"), "data": data, "eval_iters": eval_iters, "seed": seed,
         "sets": list(extra_sets),
+        "watch_s": (final.get("watch") or {}).get("seconds"),
+        "mfu": statistics.median(r["mfu"] for r in logs if r.get("mfu") is not None) if any(r.get("mfu") for r in logs) else None,
     }
 
 
@@ -166,6 +170,13 @@ def table(result: dict, max_iters: int) -> str:
         ("tokens/s", f"{result['tokens_per_s']:,.0f}", "training throughput (forward + backward + AdamW)"),
         ("parameters", f"{result['params']:,}", f"gpt2 preset, vocab {result['vocab_size']}"),
     ]
+    if result.get("mfu") is not None:
+        rows.append(("MFU", f"{result['mfu']:.1%}", "median of the log rows, against this machine's measured fp32 peak"))
+    if result.get("watch_s") is not None:
+        evals = max_iters / TrainConfig.eval_interval
+        share = result["watch_s"] * evals / result["train_s"]
+        rows.append(("watch overhead", f"{share:.2%}", f"{result['watch_s'] * 1000:.0f} ms per evaluation x {evals:g} "
+                     f"evaluations at the default interval ({TrainConfig.eval_interval}) / training time; goal <= 5%"))
     widths = [max(len(r[i]) for r in rows + [("metric", "value", "goal / note")]) for i in range(3)]
     if result["sets"]:
         verdict += " (recipe changed)"

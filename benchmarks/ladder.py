@@ -3,6 +3,7 @@
     python benchmarks/ladder.py                    # every rung of LADDER, 600 iterations each
     python benchmarks/ladder.py --iters 20         # a smoke run
     python benchmarks/ladder.py --rungs bigram,average,one_head
+    python benchmarks/ladder.py --lecture          # the lecture's settings, beside its figures (ladder_lecture.py)
 
 Each rung of `nanolens.models.LADDER` (bigram -> average -> one_head -> multi_head ->
 feed_forward -> deep -> residual -> layer_norm -> gpt2 -> modern) is built from its preset at the same
@@ -32,19 +33,17 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from nanolens.corpora import load_corpus
-from nanolens.files import save_png
-from nanolens.models import GPT, LADDER, PRESETS, build_tokenizer, preset_config
-from nanolens.training import TokenData, Trainer, TrainConfig
+from nanolens.models import LADDER, PRESETS, build_tokenizer, preset_config
+from nanolens.training import TokenData, TrainConfig
 
 from bench_train import data_spec  # a sibling script: --data, else $NANOLENS_DATA, else ../shared's copy
+import ladder_lecture
+from ladder_core import Rung, paired_gain, plot, train_and_score
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -87,66 +86,16 @@ GAINS = {
 }
 
 
-@dataclass
-class Rung:
-    index: int
-    name: str
-    description: str
-    params: int
-    val_loss: float
-    val_se: float
-    train_loss: float
-    seconds: float
-    tokens_per_s: float
-    val_losses: torch.Tensor = field(repr=False)
-    sample: str = ""
-    gain: float | None = None
-    gain_se: float | None = None
-    sentence: str = ""
-
-
-@torch.no_grad()
-def fixed_losses(model: GPT, data: TokenData, split: str, batches: int, batch_size: int, block_size: int, seed: int) -> torch.Tensor:
-    """Mean loss of each of `batches` batches drawn from a generator seeded with `seed`: the same
-    windows for every model."""
-    generator = torch.Generator().manual_seed(seed)
-    model.eval()
-    out = torch.zeros(batches)
-    for k in range(batches):
-        x, y = data.get_batch(split, batch_size, block_size, generator=generator)
-        _, loss = model(x, targets=y, return_type="both")
-        out[k] = loss.item()
-    return out
-
-
 def train_rung(index: int, name: str, data: TokenData, tokenizer, args) -> Rung:
-    preset = PRESETS[name]
     config = preset_config(name, vocab_size=tokenizer.vocab_size, n_embd=args.n_embd, block_size=args.block_size)
-    torch.manual_seed(args.seed)
-    model = GPT(config, tokenizer=tokenizer)
     train_config = TrainConfig(
         batch_size=args.batch_size, block_size=args.block_size, max_iters=args.iters, learning_rate=args.lr,
         min_lr=args.lr / 10, warmup_iters=max(1, args.iters // 20), weight_decay=0.1, grad_clip=1.0,
         eval_interval=0, eval_iters=1, sample_interval=0, log_interval=max(1, args.iters // 10),
-        save_checkpoints=False, plot=False, progress=not args.quiet, verbose=False, seed=args.seed, device="cpu",
+        save_checkpoints=False, plot=False, progress=not args.quiet, verbose=False, seed=args.seed, device="cpu", watch=False,
     )
-    logs: list[dict] = []
-    start = time.perf_counter()
-    Trainer(model, data, train_config, out_dir=None, callbacks=[logs.append]).train()
-    seconds = time.perf_counter() - start
-    steps = [r for r in logs if r.get("kind") == "log" and r.get("tokens_per_s")]
-    tokens_per_s = sum(r["tokens_per_s"] for r in steps) / len(steps) if steps else float("nan")
-    val = fixed_losses(model, data, "val", args.eval_batches, args.batch_size, args.block_size, seed=2024)
-    train = fixed_losses(model, data, "train", args.eval_batches, args.batch_size, args.block_size, seed=2025)
-    sample = ""
-    if args.sample_tokens:
-        sample = model.generate("\n", max_new_tokens=args.sample_tokens, temperature=0.8, seed=args.seed)
-        sample = sample if isinstance(sample, str) else str(sample)
-    return Rung(
-        index=index, name=name, description=preset.description, params=model.num_params(),
-        val_loss=float(val.mean()), val_se=float(val.std() / len(val) ** 0.5), train_loss=float(train.mean()),
-        seconds=seconds, tokens_per_s=tokens_per_s, val_losses=val, sample=sample,
-    )
+    return train_and_score(index, name, PRESETS[name].description, config, train_config, data, tokenizer, args.eval_batches,
+                           (args.batch_size, args.block_size), args.sample_tokens, args.seed)
 
 
 def explain(rung: Rung, previous: Rung | None) -> str:
@@ -209,27 +158,11 @@ def markdown(rungs: list[Rung], args, spec: str, total_s: float) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def plot(rungs: list[Rung], path: Path, title: str) -> Path:
-    fig = Figure(figsize=(8, 4.5), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    xs = list(range(len(rungs)))
-    ax.plot(xs, [r.val_loss for r in rungs], "o-", color="tab:orange", label="val loss")
-    ax.errorbar(xs, [r.val_loss for r in rungs], yerr=[2 * r.val_se for r in rungs], fmt="none", ecolor="tab:orange", alpha=0.5)
-    ax.plot(xs, [r.train_loss for r in rungs], "s--", color="tab:blue", alpha=0.6, markersize=4, label="train loss")
-    for x, r in zip(xs, rungs):
-        ax.annotate(f"{r.val_loss:.2f}", (x, r.val_loss), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
-    ax.set_xticks(xs)
-    ax.set_xticklabels([r.name for r in rungs], rotation=30, ha="right")
-    ax.set_ylabel("cross-entropy (nats / char)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return save_png(fig, path)
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for mode, run in (("--lecture", ladder_lecture.main),):
+        if mode in argv:
+            return run([a for a in argv if a != mode])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="tiny Shakespeare (default: $NANOLENS_DATA, else ../shared/data/tinyshakespeare.txt)")
     parser.add_argument("--iters", type=int, default=600, help="training iterations per rung (default 600)")
@@ -266,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         rung = train_rung(i, name, data, tokenizer, args)
         previous = rungs[-1] if rungs else None
         if previous is not None:
-            diff = previous.val_losses - rung.val_losses
-            rung.gain = float(diff.mean())
-            rung.gain_se = float(diff.std() / len(diff) ** 0.5)
+            rung.gain, rung.gain_se = paired_gain(previous, rung)
         rung.sentence = explain(rung, previous)
         rungs.append(rung)
         gain = "" if rung.gain is None else f", gain {rung.gain:+.3f}"

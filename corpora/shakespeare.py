@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from nanolens.files import atomic_write_bytes
+from nanolens.files import atomic_write_bytes, cache_dir
 
 from .corpus import CorpusError
 
@@ -25,12 +25,6 @@ SHAKESPEARE_NAMES = (SHAKESPEARE_FILE, "input.txt")  # accepted file names insid
 DATA_ENV = "NANOLENS_DATA"
 DOWNLOAD_TIMEOUT_S = 15.0
 
-
-
-def cache_dir() -> Path:
-    """The user cache directory for nanolens: ``$XDG_CACHE_HOME/nanolens`` or ``~/.cache/nanolens``."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "nanolens"
 
 
 def _find_in(path: Path) -> Path | None:

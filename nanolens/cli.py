@@ -251,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_steer_parsers(sub)
     _add_finetune_parsers(sub)
 
+    p = sub.add_parser("bench", help="measure this machine's matmul peak (fp32, bf16): what MFU figures divide by")
+    p.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1, the current count, all cores)")
+    p.add_argument("--refresh", action="store_true", help="measure again instead of reading the cache")
+    p.set_defaults(command_module="bench")
+
     p = sub.add_parser("presets", help="list the simple-to-complex ladder of model presets")
     p.set_defaults(command_module="presets")
     return parser

@@ -85,3 +85,9 @@ def save_png(fig: Any, path: str | Path) -> Path:
     """Write a matplotlib figure as a PNG atomically, so a reader such as the explorer app never
     sees half a file."""
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def cache_dir() -> Path:
+    """The user cache directory for nanolens: ``$XDG_CACHE_HOME/nanolens`` or ``~/.cache/nanolens``."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "nanolens"

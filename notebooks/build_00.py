@@ -79,6 +79,8 @@ print(f"{corpus_name}: {len(corpus.text):,} characters, {tokenizer.vocab_size} d
 print(f"every rung: n_embd {N_EMBD}, block {BLOCK}, batch {BATCH}, {ITERS} iterations")"""
 
 HELPERS = """\
+import matplotlib.pyplot as plt
+
 results = {}        # rung name -> {"params", "val_loss", "train_loss", "sample"}
 _previous = [None]  # the config of the rung trained last, to show what changed
 
@@ -116,7 +118,35 @@ def train_rung(name):
     print(f"{name}: {model.num_params():,} parameters, val loss {summary['val_loss']:.3f}{gain}, "
           f"train loss {summary['train_loss']:.3f}")
     print("sample:" + sample)
-    return model"""
+    new = [line.strip() for line in str(model).splitlines() if line.strip() not in _previous_tree[0]]
+    print("modules this rung adds:", "; ".join(dict.fromkeys(n.split(":")[0].split("(")[0] for n in new if n and n != ")")) or "none")
+    _previous_tree[0] = {line.strip() for line in str(model).splitlines()}
+    show_attention(model)
+    return model
+
+
+_previous_tree = [set()]
+
+
+def show_attention(model, prompt="\\nFirst Citizen:\\nBefore we"):
+    \"\"\"Every head's attention pattern on a short prompt (rows: the reading position; columns:
+    the position read), for the rungs that have attention.\"\"\"
+    hooks = [f"blocks.{i}.attn.hook_pattern" for i in range(model.config.n_layer) if f"blocks.{i}.attn.hook_pattern" in model.hook_dict]
+    text = "".join(c for c in prompt if c in tokenizer.stoi)[: model.config.block_size]
+    if not hooks or len(text) < 2:
+        return
+    with torch.no_grad():
+        _, cache = model.run_with_cache(text, names_filter=hooks[:1])
+    pattern = cache[hooks[0]][0]  # layer 0: [head, query, key]
+    fig, axes = plt.subplots(1, pattern.shape[0], figsize=(2.2 * pattern.shape[0], 2.4), squeeze=False)
+    labels = [repr(c)[1:-1] for c in text]
+    for h, ax in enumerate(axes[0]):
+        ax.imshow(pattern[h].numpy(), cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"layer 0, head {h}", fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    fig.tight_layout()
+    plt.show()"""
 
 # (preset, heading, the two sentences of the lesson)
 RUNGS = [
@@ -165,16 +195,57 @@ RUNGS = [
      "mostly at scale and with long contexts; on a small character model the difference is modest."),
 ]
 
-SUMMARY = """\
-import matplotlib.pyplot as plt
+POSITIONS_MD = """\
+## What a position adds to a token
 
+Attention alone is blind to order, so every rung from `average` on adds a position signal. The three
+kinds differ in *what* they add. A **learned** position is a trained vector added to the token's
+embedding (below: the `gpt2` rung's `W_pos` after training, one row per position). A **sinusoidal** one
+is a fixed vector of sines and cosines at geometric frequencies, so nearby positions get similar vectors
+and every offset is a fixed rotation. **Rotary** positions (RoPE, the `modern` rung) add nothing to the
+embedding: they rotate each query and key by an angle proportional to the position, so the score of a
+query and a key depends only on their offset: the right panel shows how the same vector's dot product
+with itself falls and oscillates as the offset between the two positions grows."""
+
+POSITIONS = """\
+from nanolens.models.positional import Rotary, SinusoidalPositions
+
+gpt2 = preset_config("gpt2", vocab_size=tokenizer.vocab_size, n_embd=N_EMBD, block_size=BLOCK)
+learned = GPT(gpt2)  # its W_pos: trained below if the gpt2 rung ran, else at initialisation
+if "gpt2_model" in globals():
+    learned = gpt2_model
+sinusoidal = SinusoidalPositions(gpt2).W_pos
+rotary = Rotary(preset_config("modern", vocab_size=tokenizer.vocab_size, n_embd=N_EMBD, block_size=BLOCK))
+q = torch.randn(1, 1, 1, N_EMBD // 4, generator=torch.Generator().manual_seed(0))  # one head's query, [1, 1, 1, d_head]
+offsets = torch.arange(BLOCK)
+rotated = torch.cat([rotary(q, int(p)) for p in offsets], dim=2)[0, 0]  # the same vector at every position
+similarity = (rotated @ rotated[0]) / rotated[0].norm() ** 2
+
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+axes[0].imshow(learned.W_pos.detach().numpy(), aspect="auto", cmap="RdBu_r")
+axes[0].set_title("learned: W_pos (position x dimension)")
+axes[1].imshow(sinusoidal.numpy(), aspect="auto", cmap="RdBu_r")
+axes[1].set_title("sinusoidal (position x dimension)")
+axes[2].plot(offsets, similarity.numpy())
+axes[2].set_title("rotary: q(p) . q(0) / |q|^2 against the offset p")
+for ax in axes[:2]:
+    ax.set_xlabel("dimension"); ax.set_ylabel("position")
+axes[2].set_xlabel("offset between query and key")
+fig.tight_layout()
+plt.show()"""
+
+SUMMARY = """\
 names = list(results)
-print(f"{'rung':<13} {'params':>10} {'val loss':>9} {'gain':>8}")
+# The lecture ("Let's build GPT") at its own settings (block 8, batch 32, n_embd 32, 5,000 steps): its
+# val losses, for the rungs it has; `python benchmarks/ladder.py --lecture` reproduces them with nanolens.
+LECTURE = {"bigram": 2.49, "one_head": 2.4, "multi_head": 2.28, "feed_forward": 2.27, "residual": 2.09, "layer_norm": 2.08}
+print(f"{'rung':<13} {'params':>10} {'val loss':>9} {'gain':>8} {'lecture':>8}")
 previous = None
 for name in names:
     r = results[name]
     gain = "" if previous is None else f"{previous - r['val_loss']:+.3f}"
-    print(f"{name:<13} {r['params']:>10,} {r['val_loss']:>9.3f} {gain:>8}")
+    lecture = f"~{LECTURE[name]}" if name in LECTURE else ""
+    print(f"{name:<13} {r['params']:>10,} {r['val_loss']:>9.3f} {gain:>8} {lecture:>8}")
     previous = r["val_loss"]
 
 fig, ax = plt.subplots(figsize=(8, 4))
@@ -207,8 +278,11 @@ def build() -> nbformat.NotebookNode:
     cells = [new_markdown_cell(INTRO), new_code_cell(SETUP), new_code_cell(HELPERS)]
     for i, (name, heading, lesson) in enumerate(RUNGS):
         cells.append(new_markdown_cell(f"## Rung {i}: {heading} (`{name}`)\n\n{lesson}"))
-        cells.append(new_code_cell(f'model = train_rung("{name}")'))
-    cells.append(new_markdown_cell("## All rungs side by side\n\nThe same numbers as above, in one table and one plot."))
+        cells.append(new_code_cell(f'model = train_rung("{name}")' + ("\ngpt2_model = model" if name == "gpt2" else "")))
+    cells.append(new_markdown_cell(POSITIONS_MD))
+    cells.append(new_code_cell(POSITIONS))
+    cells.append(new_markdown_cell("## All rungs side by side\n\nThe same numbers as above, in one table and one plot, beside "
+                                   "the lecture's figures (at its own, smaller settings) where it has the rung."))
     cells.append(new_code_cell(SUMMARY))
     cells.append(new_markdown_cell(OUTRO))
     for i, cell in enumerate(cells):

@@ -75,6 +75,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bfloat16 or float16 autocast on CUDA, float32 elsewhere), float32, bfloat16, float16
     compile: bool = False  # torch.compile the model
     on_nan: str = "stop"  # a non-finite loss or gradient: "stop" the run (default) or "skip" the step
+    watch: bool = True  # at every evaluation, record head scores, the logit lens and residual norms (training/watch.py)
 
     def __post_init__(self) -> None:
         self.dtype = _DTYPE_ALIASES.get(str(self.dtype), str(self.dtype))

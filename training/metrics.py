@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from nanolens.fields import INT, NUMBER, STR, FileFormatError, as_object, field, optional
+from nanolens.fields import INT, LIST_OF_STR, NUMBER, OBJECT, STR, FileFormatError, as_object, field, optional
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -43,7 +43,9 @@ def finite_json(record: dict[str, Any]) -> dict[str, Any]:
 ROW_FIELDS = (
     ("train_loss", optional(NUMBER)), ("val_loss", optional(NUMBER)),
     ("best_val_loss", optional(NUMBER)), ("lr", optional(NUMBER)), ("tokens_per_s", optional(NUMBER)),
-    ("elapsed", optional(NUMBER)), ("sample", STR), ("reason", STR),
+    ("elapsed", optional(NUMBER)), ("sample", STR), ("reason", STR), ("mfu", optional(NUMBER)),
+    ("grad_norm", optional(NUMBER)), ("grad_norm_max", optional(NUMBER)), ("clipped", optional(INT)),
+    ("watch", optional(OBJECT)), ("flags", optional(LIST_OF_STR)),
 )
 
 

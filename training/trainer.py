@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from nanolens.files import atomic_write_text
 from nanolens.models import GPT, ConfigError
+from nanolens.models.costs import train_flops_per_token
 
 from .batches import DataError, TokenData
 from .checkpoints import CheckpointCommit
@@ -61,9 +62,11 @@ from .guard import (MAX_CONSECUTIVE_SKIPS, TrainingDiverged, divergence_message,
                     weights_are_finite)
 from .lock import RunLock
 from .metrics import METRICS_FILE, Callback, finite_json, notify, read_metrics
+from .peak import mfu, peak_flops
 from .plots import LOSS_CURVE_FILE, plot_losses
 from .runs import find_checkpoint
 from .runtime import distributed_env, resolve_device, resolve_dtype, stream_seed
+from .watch import Instability, Watch
 
 
 def configure_optimizer(model: torch.nn.Module, config: TrainConfig, device_type: str) -> torch.optim.AdamW:
@@ -136,7 +139,7 @@ class Trainer(CheckpointCommit):
             torch.cuda.set_device(device)
         self.device = device
         self.device_type = torch.device(device).type
-        self.ptdtype = resolve_dtype(cfg.dtype, self.device_type)
+        self.ptdtype, self.dtype_reason = resolve_dtype(cfg.dtype, self.device_type, model.config.n_embd)
         if self.ddp:
             if not dist.is_initialized():
                 dist.init_process_group(backend="nccl" if self.device_type == "cuda" else "gloo")
@@ -156,6 +159,10 @@ class Trainer(CheckpointCommit):
             )
         data.check_block_size(self.block_size)
         self.tokens_per_iter = cfg.batch_size * self.block_size * cfg.grad_accum_steps * self.world_size
+        # MFU: the model's FLOPs per token against this machine's measured peak (training/peak.py)
+        self.flops_per_token = train_flops_per_token(model.config, self.block_size)
+        self.peak = (peak_flops(str(self.ptdtype).removeprefix("torch."), self.device_type)
+                     if self.master and self.device_type in ("cpu", "cuda") else float("nan"))
 
         # model, optimizer, precision
         model.to(self.device)
@@ -194,6 +201,10 @@ class Trainer(CheckpointCommit):
         self._stop = False
         self._prompt_ids = self._sample_prompt_ids() if cfg.sample_interval else None
         self._metrics_file = None
+        watched = cfg.watch and self.master and model.config.n_layer > 0 and data.n_val + data.n_train > 2
+        self._watch = Watch(model, data.split("val") if data.n_val > 2 else data.split("train"), seed=cfg.seed) if watched else None
+        self.instability = Instability()
+        self.flags: list[dict[str, Any]] = []  # every instability flag raised: {"iter", "flag"}
 
     # ---- properties ------------------------------------------------------------------------
     @property
@@ -309,6 +320,9 @@ class Trainer(CheckpointCommit):
             self.last_train_loss, self.last_val_loss = losses["train"], losses["val"]
             if self.best_val_loss is None or losses["val"] < self.best_val_loss:
                 self.best_val_loss, improved = losses["val"], True
+            if self._watch is not None:
+                record["watch"] = self._watch.measure(self.raw_model)
+                self._flag(record, self.instability.evaluation(record["watch"]), pbar)
         record.update(best_val_loss=self.best_val_loss, lr=cfg.lr_at(it), tokens_per_s=None,
                       elapsed=round(self.elapsed, 3))
         if do_sample:
@@ -333,6 +347,14 @@ class Trainer(CheckpointCommit):
                     "best_val_loss": self.best_val_loss, "lr": lr, "elapsed": round(self.elapsed, 3)})
         raise TrainingDiverged(message)
 
+    def _flag(self, record: dict[str, Any], flags: list[str], pbar) -> None:
+        """Note instability flags in the row, the run's list and (once each) the progress bar."""
+        if flags:
+            record["flags"] = flags
+            self.flags += [{"iter": record["iter"], "flag": flag} for flag in flags]
+            for flag in flags:
+                pbar.write(f"warning at iter {record['iter']}: {flag}")
+
     def _postfix(self, tokens_per_s: float | None = None) -> str:
         parts = []
         if self.last_train_loss is not None:
@@ -341,6 +363,10 @@ class Trainer(CheckpointCommit):
             parts.append(f"val {self.last_val_loss:.4f}")
         if tokens_per_s is not None:
             parts.append(f"{tokens_per_s:,.0f} tok/s")
+            if math.isfinite(self.peak):
+                parts.append(f"MFU {mfu(tokens_per_s, self.flops_per_token, self.peak):.1%}")
+        if self.flags:
+            parts.append(f"{len(self.flags)} warning{'s' * (len(self.flags) > 1)}")
         return ", ".join(parts)
 
     def _sync_stop(self) -> None:
@@ -364,8 +390,9 @@ class Trainer(CheckpointCommit):
                     disable=not show, dynamic_ncols=True, file=sys.stderr)
         if self.master and cfg.verbose:
             note = f", resuming at iter {it} from {self.resumed_from}" if self.resumed_from else ""
+            peak = f", measured peak {self.peak / 1e9:,.0f} GFLOP/s" if math.isfinite(self.peak) else ""
             pbar.write(
-                f"training {raw.num_params():,} parameters on {self.device} ({str(self.ptdtype).replace('torch.', '')})"
+                f"training {raw.num_params():,} parameters on {self.device} ({self.dtype_reason}{peak})"
                 f"{'' if self.world_size == 1 else f' x {self.world_size} processes'}: {self.data.n_train:,} train / "
                 f"{self.data.n_val:,} val tokens, {self.tokens_per_iter:,} tokens per iteration{note}"
             )
@@ -375,6 +402,8 @@ class Trainer(CheckpointCommit):
         window_start, window_iters = time.perf_counter(), 0
         loss_sum = torch.zeros((), device=self.device)
         skips = 0  # consecutive steps skipped for a non-finite loss or gradient (on_nan="skip")
+        window_norms: list[float] = []  # gradient norms since the last log row
+        window_clips = 0  # steps whose gradients were clipped since the last log row
         try:
             while True:
                 at_end = it >= cfg.max_iters or self._stop
@@ -410,6 +439,10 @@ class Trainer(CheckpointCommit):
                 elif not self.scaler.is_enabled():  # fp16's scaler skips overflowing steps itself
                     grad_norm = gradient_norm(raw.parameters())
                 bad = non_finite(loss_sum, grad_norm)
+                if grad_norm is not None and bad is None:
+                    norm = float(grad_norm)
+                    window_norms.append(norm)
+                    window_clips += int(cfg.grad_clip > 0 and norm > cfg.grad_clip)
                 if bad is None:
                     skips = 0
                     self.scaler.step(self.optimizer)
@@ -436,12 +469,18 @@ class Trainer(CheckpointCommit):
                         window_start, window_iters = now, 0
                         train_loss = float(loss_sum.item())
                         self.last_train_loss = train_loss
-                        pbar.set_postfix_str(self._postfix(tokens_per_s), refresh=False)
-                        self._emit({
+                        row = {
                             "kind": "log", "iter": it, "train_loss": train_loss, "val_loss": None,
                             "best_val_loss": self.best_val_loss, "lr": lr, "tokens_per_s": round(tokens_per_s, 1),
-                            "elapsed": round(self.elapsed, 3),
-                        })
+                            "mfu": round(mfu(tokens_per_s, self.flops_per_token, self.peak), 5),
+                            "grad_norm": round(window_norms[-1], 5) if window_norms else None,
+                            "grad_norm_max": round(max(window_norms), 5) if window_norms else None,
+                            "clipped": window_clips, "elapsed": round(self.elapsed, 3),
+                        }
+                        self._flag(row, self.instability.step(train_loss, window_norms[-1] if window_norms else None), pbar)
+                        pbar.set_postfix_str(self._postfix(tokens_per_s), refresh=False)
+                        self._emit(row)
+                        window_norms, window_clips = [], 0
                     self._sync_stop()
         finally:
             self._release_lock()
