@@ -31,7 +31,8 @@ ReturnType = Literal["logits", "loss", "both", None]
 
 _TL_NORMS = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}
 _TL_POSITIONS = {"learned": "standard", "sinusoidal": "sinusoidal", "rotary": "rotary", "alibi": "alibi", "none": "none"}
-_TL_ACTS = {"gelu": "gelu", "geglu": "gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swiglu": "silu"}
+_TL_ACTS = {"gelu": "gelu", "geglu": "gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swiglu": "silu",
+            "gelu_tanh": "gelu_new"}
 _SWITCHES = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_unembed")
 # TransformerLens 4's bridge (and so patching.get_act_patch_direct_path) names the per-head
 # attention inputs `blocks.{i}.attn.hook_{q,k,v}_input`; like HookedTransformer, ours sit on the block.
@@ -50,6 +51,9 @@ class NanolensTLConfig(TransformerLensConfig):
     use_hook_mlp_in: bool = False
     use_hook_unembed: bool = False
     d_vocab_out: int = -1
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    parallel_attn_mlp: bool = False
     original_architecture: str = "nanolens"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +79,9 @@ def tl_config(config: GPTConfig) -> NanolensTLConfig:
         normalization_type=_TL_NORMS[config.norm],
         final_rms=config.norm == "rmsnorm" and config.use_final_norm,
         default_prepend_bos=False,
+        rotary_dim=config.rotary_width if config.positional == "rotary" else None,
+        rotary_base=config.rope_base,
+        parallel_attn_mlp=config.parallel_block,
         **{name: getattr(config, name) for name in _SWITCHES},
     )
 
@@ -120,7 +127,11 @@ class Unembed(FastCall):
 
 class Block(FastCall):
     """One transformer block: attention then MLP, each pre- or post-normed, each added to the
-    residual stream (or, with `use_residual=False`, replacing it)."""
+    residual stream (or, with `use_residual=False`, replacing it).
+
+    With `parallel_block` (GPT-J, GPT-NeoX / Pythia) attention and MLP both read the block's
+    input, each through its own norm, and both outputs are added at once; there is then no
+    `hook_resid_mid`, as in TransformerLens' parallel blocks."""
 
     # TransformerLens' logit lens reads this: hook_resid_post is the one stream ln_final reads.
     hook_out_is_single_residual_stream = True
@@ -130,6 +141,7 @@ class Block(FastCall):
         self.switches = switches
         self.pre_norm = config.norm_position == "pre"
         self.residual = config.use_residual
+        self.parallel = config.parallel_block
         self.hook_resid_pre = HookPoint()
         self.attn = self.mlp = None
         if config.use_attn:
@@ -139,7 +151,8 @@ class Block(FastCall):
                 self.hook_attn_in = HookPoint()  # [batch, pos, head, d_model], with cfg.use_attn_in
                 self.hook_q_input, self.hook_k_input, self.hook_v_input = HookPoint(), HookPoint(), HookPoint()
             self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
+        if not self.parallel:
+            self.hook_resid_mid = HookPoint()
         if config.use_mlp:
             self.ln2 = build_norm(config) or nn.Identity()
             self.mlp = MLP(config)
@@ -149,6 +162,11 @@ class Block(FastCall):
 
     def forward(self, x: Tensor, offset: int = 0, cache=None) -> Tensor:
         x = self.hook_resid_pre(x)
+        if self.parallel:
+            attn_out = self.hook_attn_out(self._attend(x, offset, cache))
+            mlp_in = self.hook_mlp_in(x.clone()) if self.switches.use_hook_mlp_in else x
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+            return self.hook_resid_post(mlp_out + attn_out + x)  # Hugging Face's order of the sum
         if self.attn is not None:
             x = self._add(x, self.hook_attn_out(self._attend(x, offset, cache)), self.ln1)
         x = self.hook_resid_mid(x)
@@ -240,6 +258,8 @@ class GPT(FastCall, HookedRootModule):
 
     def _apply(self, fn, recurse: bool = True):  # keep cfg.device/dtype true after .to()/.cuda()
         super()._apply(fn, recurse)
+        if self.config.tie_weights and self.unembed.weight is not self.embed.W_E:
+            self.unembed.weight = self.embed.W_E  # a move that makes new Parameters (meta -> to_empty) unties them
         self.cfg.device = str(self.embed.W_E.device)
         self.cfg.dtype = self.embed.W_E.dtype
         return self
