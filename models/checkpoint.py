@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -32,6 +33,32 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", 
 
 class CheckpointError(ValueError):
     """A checkpoint directory or file that cannot be loaded; the message says what to do."""
+
+
+def load_torch_file(path: Path, refused_fix: str, unreadable_fix: str, mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain values only, so a pickle that
+    would run code is refused with a CheckpointError saying so (and `refused_fix`); any other
+    failure says the file is unreadable (and `unreadable_fix`). `mmap` maps the file instead of
+    reading it whole, where its format allows."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if mmap and "mmap" in str(err):  # the legacy (pre-zip) format cannot be mapped
+                return torch.load(path, map_location="cpu", weights_only=True)
+            raise
+    except Exception as err:  # a foreign or damaged file fails in many ways (KeyError, IndexError, ...)
+        refused = [line for line in str(err).splitlines() if "Unsupported global" in line]
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            detail = refused[0].split("error: ")[-1].split(". Please use")[0]
+            raise CheckpointError(
+                f"refusing to load {path}: it holds objects that would need arbitrary code to unpickle "
+                f"({detail}). {refused_fix}"
+            ) from None
+        first = "not a torch pickle" if isinstance(err, pickle.UnpicklingError) else str(err).strip()[:200]
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first}); {unreadable_fix}"
+        ) from None
 
 
 def model_dir(path: str | Path) -> Path:

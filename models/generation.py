@@ -184,10 +184,11 @@ def generate(
     if isinstance(input, Tensor):
         return out
     prompt_len = tokens.shape[1]
+    bos = len(model._bos_prefix(None))  # a BOS that to_tokens prepended is not part of the text
     texts = []
     for row in out:
         continuation, _ = _decode_until_stop(model, row[prompt_len:].tolist(), stop)
-        texts.append(model.tokenizer.decode(row[:prompt_len].tolist()) + continuation)
+        texts.append(model.tokenizer.decode(row[bos:prompt_len].tolist()) + continuation)
     return texts[0] if isinstance(input, str) else texts
 
 

@@ -8,28 +8,28 @@ Files are read with `torch.load(weights_only=True)`, so a pickle that would run 
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_torch_file
 from .presets import preset_config
 
 if TYPE_CHECKING:
     from .gpt import GPT
 
-# nanoGPT name pattern -> nanolens name pattern ({i} is the layer index).
-_GLOBAL = {
+# nanoGPT name -> nanolens name (per layer: under transformer.h.{i}). nanoGPT kept GPT-2's names,
+# so Hugging Face's GPT-2 (models/hf_gpt2.py) reads the same table.
+GPT2_GLOBAL_NAMES = {
     "transformer.wte.weight": "embed.W_E",
     "transformer.wpe.weight": "pos_embed.W_pos",
     "transformer.ln_f.weight": "ln_final.w",
     "transformer.ln_f.bias": "ln_final.b",
     "lm_head.weight": "unembed.weight",
 }
-_PER_LAYER = {
+GPT2_LAYER_NAMES = {
     "ln_1.weight": "ln1.w", "ln_1.bias": "ln1.b",
     "attn.c_attn.weight": "attn.qkv.weight", "attn.c_attn.bias": "attn.qkv.bias",
     "attn.c_proj.weight": "attn.out.weight", "attn.c_proj.bias": "attn.out.bias",
@@ -42,32 +42,22 @@ _MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"
 
 
 def _to_ours(key: str) -> str | None:
-    if key in _GLOBAL:
-        return _GLOBAL[key]
+    if key in GPT2_GLOBAL_NAMES:
+        return GPT2_GLOBAL_NAMES[key]
     match = _LAYER_KEY.match(key)
-    if match and match.group(2) in _PER_LAYER:
-        return f"blocks.{match.group(1)}.{_PER_LAYER[match.group(2)]}"
+    if match and match.group(2) in GPT2_LAYER_NAMES:
+        return f"blocks.{match.group(1)}.{GPT2_LAYER_NAMES[match.group(2)]}"
     return None
 
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no nanoGPT checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a foreign or damaged file fails in many ways (KeyError, IndexError, ...)
-        refused = [line for line in str(err).splitlines() if "Unsupported global" in line]
-        if isinstance(err, pickle.UnpicklingError) and refused:
-            detail = refused[0].split("error: ")[-1].split(". Please use")[0]
-            raise CheckpointError(
-                f"refusing to load {path}: it holds objects that would need arbitrary code to unpickle "
-                f"({detail}). Re-save it from nanoGPT with only tensors and plain values."
-            ) from None
-        first = "not a torch pickle" if isinstance(err, pickle.UnpicklingError) else str(err).strip()[:200]
-        raise CheckpointError(
-            f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first}); "
-            "give the ckpt.pt that nanoGPT's train.py wrote"
-        ) from None
+    checkpoint = load_torch_file(
+        path,
+        refused_fix="Re-save it from nanoGPT with only tensors and plain values.",
+        unreadable_fix="give the ckpt.pt that nanoGPT's train.py wrote",
+    )
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict)
             and isinstance(checkpoint.get("model_args"), dict)):
         raise CheckpointError(
@@ -135,9 +125,9 @@ def _check_exportable(model: "GPT") -> None:
 def to_nanogpt(model: "GPT", path: str | Path) -> Path:
     """Write `model` as a nanoGPT checkpoint (`model_args` + `model`), atomically."""
     _check_exportable(model)
-    ours_to_theirs: dict[str, str] = {v: k for k, v in _GLOBAL.items()}
+    ours_to_theirs: dict[str, str] = {v: k for k, v in GPT2_GLOBAL_NAMES.items()}
     for i in range(model.config.n_layer):
-        for theirs, ours in _PER_LAYER.items():
+        for theirs, ours in GPT2_LAYER_NAMES.items():
             ours_to_theirs[f"blocks.{i}.{ours}"] = f"transformer.h.{i}.{theirs}"
     state = {ours_to_theirs[k]: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state["lm_head.weight"] = state["transformer.wte.weight"]  # nanoGPT ties them too

@@ -5,6 +5,7 @@
 HuggingFace `tokenizers` package. Every tokenizer offers `encode`, `decode`, `vocab_size`,
 `id_to_str`, `save`, `to_dict` / `from_dict` and a `kind`; `load_tokenizer` reads any of them
 back from its JSON file and `build_tokenizer(kind, text)` makes one from a corpus.
+`HFTokenizer` (models/hf_tokenizer.py) wraps a pretrained model's Hugging Face tokenizer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Iterable
+
+from .hf_tokenizer import HFTokenizer
 
 
 class UnknownCharactersError(ValueError):
@@ -157,6 +160,11 @@ class BPETokenizer:
 
         return cls(Tokenizer.from_str(json.dumps(data["tokenizer"])))
 
+    @property
+    def backend(self):
+        """The wrapped `tokenizers.Tokenizer` (what export writes as tokenizer.json)."""
+        return self._tok
+
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
@@ -171,7 +179,9 @@ def _chunks(text: str, size: int = 1 << 16):
         start = end
 
 
-TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}
+TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}  # what build_tokenizer makes
+# What load_tokenizer reads: those, plus a pretrained model's Hugging Face tokenizer (never built here).
+LOADABLE: dict[str, type] = {**TOKENIZERS, "hf": HFTokenizer}
 DEFAULT_BPE_VOCAB = 1024
 
 
@@ -213,6 +223,6 @@ def load_tokenizer(path: str | Path):
         raise FileNotFoundError(f"no tokenizer file at {path}") from None
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a nanolens tokenizer file ({err}); re-save the tokenizer") from None
-    if kind not in TOKENIZERS:
-        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; known kinds: {', '.join(TOKENIZERS)}")
-    return TOKENIZERS[kind].from_dict(data)
+    if kind not in LOADABLE:
+        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; known kinds: {', '.join(LOADABLE)}")
+    return LOADABLE[kind].from_dict(data)
