@@ -15,7 +15,7 @@ _EXPORTS = {
     "LADDER": "presets", "PRESETS": "presets", "preset_config": "presets",
     "CharTokenizer": "tokenizers", "BPETokenizer": "tokenizers", "UnknownCharactersError": "tokenizers",
     "load_tokenizer": "tokenizers", "build_tokenizer": "tokenizers", "HFTokenizer": "hf_tokenizer",
-    "from_hf": "hf",
+    "from_hf": "hf", "to_hf": "hf_export",
     "Corpus": "data", "Story": "data", "CorpusError": "data", "load_corpus": "data",
     "TokenData": "batches", "DataError": "batches",
     "Trainer": "trainer", "TrainConfig": "trainer", "StopTraining": "trainer",

@@ -613,6 +613,13 @@ class GPT(FastCall, HookedRootModule):
 
         return from_hf(source, dtype=dtype, device=device, tokenizer=tokenizer, revision=revision)
 
+    def to_hf(self, directory: str | Path) -> Path:
+        """Write this model as a Hugging Face checkpoint (GPT-2, Llama or GPT-NeoX format) that
+        `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads."""
+        from .hf_export import to_hf  # on use, as from_hf
+
+        return to_hf(self, directory)
+
     @classmethod
     def from_nanogpt(cls, path: str | Path, tokenizer: Any | None = None) -> "GPT":
         """Load a nanoGPT `ckpt.pt` (read with `torch.load(weights_only=True)`) as a gpt2-preset model."""
