@@ -184,7 +184,7 @@ def generate(
     if isinstance(input, Tensor):
         return out
     prompt_len = tokens.shape[1]
-    bos = len(model._bos_prefix(None))  # a BOS that to_tokens prepended is not part of the text
+    bos = len(model.bos_tokens(None))  # a BOS that to_tokens prepended is not part of the text
     texts = []
     for row in out:
         continuation, _ = _decode_until_stop(model, row[prompt_len:].tolist(), stop)

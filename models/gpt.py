@@ -366,7 +366,7 @@ class GPT(FastCall, HookedRootModule):
         `prepend_bos` is accepted for TransformerLens compatibility and ignored."""
         tok = self._require_tokenizer()
         texts = [input] if isinstance(input, str) else list(input)
-        bos = self._bos_prefix(prepend_bos)
+        bos = self.bos_tokens(prepend_bos)
         ids = [bos + list(tok.encode(t)) for t in texts]
         if len({len(i) for i in ids}) > 1:
             raise ValueError(
@@ -378,8 +378,10 @@ class GPT(FastCall, HookedRootModule):
         tokens = torch.tensor(ids, dtype=torch.long)
         return tokens.to(self.device) if move_to_device else tokens
 
-    def _bos_prefix(self, prepend_bos: bool | None) -> list[int]:
-        """[bos id] when a BOS token is to be prepended, else []."""
+    def bos_tokens(self, prepend_bos: bool | None = None) -> list[int]:
+        """What `to_tokens` puts before the text: [BOS id] when the tokenizer has a BOS token and
+        asks for it (or `prepend_bos=True`), else []. Code that counts a prompt's tokens with
+        `tokenizer.encode` adds `len(model.bos_tokens())` to index `to_tokens`' output."""
         tok = self._require_tokenizer()
         bos_id = getattr(tok, "bos_token_id", None)
         wanted = getattr(tok, "prepend_bos", False) if prepend_bos is None else prepend_bos

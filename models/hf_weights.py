@@ -12,11 +12,10 @@ that would need to run code.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
@@ -135,13 +134,3 @@ def open_weights(directory: Path) -> WeightSource:
         f"{directory} holds no weights: none of {', '.join(WEIGHT_FILES)} is there. Download the "
         "model's weight files into it (e.g. `hf download NAME --local-dir DIR`)"
     )
-
-
-def total_bytes(source: WeightSource, names: Iterable[str]) -> int:
-    """Bytes of the named tensors as stored (for reports)."""
-    return sum(source.get(n).nbytes for n in names)
-
-
-def as_float(tensor: Tensor, dtype: torch.dtype) -> Tensor:
-    """`tensor` in `dtype` (a no-op when it already is)."""
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)

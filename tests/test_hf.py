@@ -9,6 +9,8 @@ tokens with the KV cache are the same, and the cache has the documented hooks an
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import transformers
@@ -141,8 +143,7 @@ def test_bf16_loading_stays_close_to_transformers_in_bf16(pair, tmp_path):
     assert model.W_E.dtype == torch.bfloat16 and model.cfg.dtype == torch.bfloat16
     with torch.no_grad():
         reference = hf(ids).logits
-        theirs = hf.to(torch.bfloat16)(ids).logits.float()
-        hf.to(torch.float32)
+        theirs = copy.deepcopy(hf).to(torch.bfloat16)(ids).logits.float()  # a copy: the fixture stays float32
         ours = model(ids).float()
     their_error = (theirs - reference).abs().max().item()
     assert (ours - reference).abs().max().item() < 2 * their_error + 1e-2
@@ -214,3 +215,32 @@ def test_the_model_modules_do_not_import_the_interop_modules_at_the_top():
         text = path.read_text()
         assert not any(f"nanolens.{pkg}" in text for pkg in ("steering", "probes", "training", "apps", "corpora")), path
         assert "import transformers" not in text and "from transformers" not in text, path
+
+
+@pytest.mark.parametrize("name", ["llama-gqa-llama3-untied", "gpt_neox-partial-parallel"])
+def test_transformer_lens_cache_helpers_and_patching_on_an_imported_model(name):
+    """TransformerLens' ActivationCache helpers and activation patching read an imported model
+    as they read one trained here (GQA and a parallel block included)."""
+    from transformer_lens import patching
+
+    model = GPT.from_hf(build(name))
+    clean, corrupt = tokens(1, 8, seed=21), tokens(1, 8, seed=21).clone()
+    corrupt[0, 0] = (clean[0, 0] + 1) % VOCAB
+    logits, cache = model.run_with_cache(clean)
+    stack = cache.accumulated_resid(apply_ln=True)
+    torch.testing.assert_close(stack[-1] @ model.W_U + model.b_U, logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(cache.decompose_resid().sum(0), cache[f"blocks.{model.config.n_layer - 1}.hook_resid_post"],
+                               atol=1e-4, rtol=0)
+    answer = int(logits[0, -1].argmax())
+
+    def metric(patched_logits):
+        return patched_logits[0, -1, answer]
+
+    patched = patching.get_act_patch_resid_pre(model, corrupt, cache, metric)
+    assert patched.shape == (model.config.n_layer, 8)
+    with torch.no_grad():
+        clean_value, corrupt_value = metric(logits).item(), metric(model(corrupt)).item()
+    # Layer 0's stream differs only at position 0: patching it there restores the clean logit,
+    # anywhere else it changes nothing.
+    assert patched[0, 0].item() == pytest.approx(clean_value, abs=1e-4)
+    torch.testing.assert_close(patched[0, 1:], torch.full((7,), corrupt_value), atol=1e-4, rtol=0)

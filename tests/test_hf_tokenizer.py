@@ -92,6 +92,7 @@ def test_from_hf_picks_up_the_tokenizer_and_takes_text(gpt2_dir, fast):
     assert isinstance(model.tokenizer, HFTokenizer) and model.cfg.default_prepend_bos
     tokens = model.to_tokens(SAMPLE)
     assert tokens[0].tolist() == [bos] + fast.encode(SAMPLE)
+    assert model.bos_tokens() == [bos] and model.bos_tokens(prepend_bos=False) == []
     assert model.to_tokens(SAMPLE, prepend_bos=False)[0].tolist() == fast.encode(SAMPLE)
     assert model.to_str_tokens("the cat")[:2] == ["<|endoftext|>", "the"]
     assert model.to_single_token(" cat") == fast.encode(" cat")[0]  # no BOS for a single token
