@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -458,6 +459,13 @@ class SFTData:
     @property
     def n_val(self) -> int:
         return sum(len(e.ids) for e in self.splits["val"])
+
+    def split(self, name: str) -> np.ndarray:
+        """A split's examples end to end, as `TokenData.split` gives a token stream (what the
+        trainer's watch reads its windows from)."""
+        if name not in self.splits:
+            raise ValueError(f"unknown split {name!r}; use 'train' or 'val'")
+        return np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in self.splits[name]])
 
     def mean_length(self, split: str = "train") -> float:
         examples = self.splits[split]

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; `_HOMES` says the same for
     from .checkpoint import CheckpointError, save_model
     from .config import VARIANTS, ConfigError, GPTConfig
     from .gpt import GPT, load_model
+    from .hf_tokenizer import HFTokenizer
     from .hook_names import HookNameError
     from .presets import LADDER, PRESETS, preset_config
     from .tokenizers import BPETokenizer, CharTokenizer, UnknownCharactersError, build_tokenizer, load_tokenizer
@@ -28,10 +29,10 @@ _HOMES = {
     "ConfigError": "config", "GPTConfig": "config", "GPT": "gpt", "load_model": "gpt", "HookNameError": "hook_names",
     "LADDER": "presets", "PRESETS": "presets", "preset_config": "presets", "BPETokenizer": "tokenizers",
     "CharTokenizer": "tokenizers", "UnknownCharactersError": "tokenizers", "build_tokenizer": "tokenizers",
-    "load_tokenizer": "tokenizers",
+    "load_tokenizer": "tokenizers", "HFTokenizer": "hf_tokenizer",
 }
 __all__ = [
-    "BPETokenizer", "CharTokenizer", "CheckpointError", "ConfigError", "GPT", "GPTConfig", "HookNameError", "KVCache",
+    "BPETokenizer", "CharTokenizer", "CheckpointError", "ConfigError", "GPT", "GPTConfig", "HFTokenizer", "HookNameError", "KVCache",
     "LADDER", "PRESETS", "UnknownCharactersError", "VARIANTS", "build_tokenizer", "load_model", "load_tokenizer",
     "preset_config", "save_model",
 ]

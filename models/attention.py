@@ -90,7 +90,7 @@ class Attention(FastCall):
         self.n_heads, self.n_kv_heads, self.d_head = cfg.n_head, cfg.kv_heads, cfg.d_head
         self.group = self.n_heads // self.n_kv_heads
         q_width, kv_width = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
-        self.qkv = Linear(cfg.n_embd, q_width + 2 * kv_width, bias=cfg.bias)
+        self.qkv = Linear(cfg.n_embd, q_width + 2 * kv_width, bias=cfg.has_qkv_bias)
         self.out = Linear(q_width, cfg.n_embd, bias=cfg.bias)
         self.attn_dropout_p = cfg.dropout
         self.resid_dropout = Dropout(cfg.dropout)
@@ -219,7 +219,9 @@ class Attention(FastCall):
         if self.alibi is not None:
             scores = scores + self.alibi(q_len, k_len, offset).to(scores.dtype)
         scores = scores.masked_fill(~causal_mask(q_len, k_len, q.device), float("-inf"))
-        pattern = self.hook_pattern(torch.softmax(self.hook_attn_scores(scores), dim=-1))
+        # softmax in float32 whatever the model's dtype (as Hugging Face does), back to it after
+        weights = torch.softmax(self.hook_attn_scores(scores), dim=-1, dtype=torch.float32).to(scores.dtype)
+        pattern = self.hook_pattern(weights)
         pattern = F.dropout(pattern, self.attn_dropout_p, self.training)
         return pattern @ v
 

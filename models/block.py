@@ -52,7 +52,11 @@ class Unembed(FastCall):
 
 class Block(FastCall):
     """One transformer block: attention then MLP, each pre- or post-normed, each added to the
-    residual stream (or, with `use_residual=False`, replacing it)."""
+    residual stream (or, with `use_residual=False`, replacing it).
+
+    With `parallel_block` (GPT-J, GPT-NeoX / Pythia) attention and MLP both read the block's
+    input, each through its own norm, and both outputs are added at once; there is then no
+    `hook_resid_mid`, as in TransformerLens' parallel blocks."""
 
     # TransformerLens' logit lens reads this: hook_resid_post is the one stream ln_final reads.
     hook_out_is_single_residual_stream = True
@@ -62,6 +66,7 @@ class Block(FastCall):
         self.switches = switches
         self.pre_norm = config.norm_position == "pre"
         self.residual = config.use_residual
+        self.parallel = config.parallel_block
         self.hook_resid_pre = HookPoint()
         self.attn = self.mlp = None
         if config.use_attn:
@@ -71,7 +76,8 @@ class Block(FastCall):
                 self.hook_attn_in = HookPoint()  # [batch, pos, head, d_model], with cfg.use_attn_in
                 self.hook_q_input, self.hook_k_input, self.hook_v_input = HookPoint(), HookPoint(), HookPoint()
             self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
+        if not self.parallel:
+            self.hook_resid_mid = HookPoint()
         if config.use_mlp:
             self.ln2 = build_norm(config) or nn.Identity()
             self.mlp = MLP(config)
@@ -81,6 +87,11 @@ class Block(FastCall):
 
     def forward(self, x: Tensor, offset: int = 0, cache=None) -> Tensor:
         x = self.hook_resid_pre(x)
+        if self.parallel:
+            attn_out = self.hook_attn_out(self._attend(x, offset, cache))
+            mlp_in = self.hook_mlp_in(x.clone()) if self.switches.use_hook_mlp_in else x
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
+            return self.hook_resid_post(mlp_out + attn_out + x)  # Hugging Face's order of the sum
         if self.attn is not None:
             x = self._add(x, self.hook_attn_out(self._attend(x, offset, cache)), self.ln1)
         x = self.hook_resid_mid(x)

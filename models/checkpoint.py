@@ -97,19 +97,28 @@ def load_weights(model: "GPT", directory: str | Path) -> None:
         raise CheckpointError(f"{path} does not match {CONFIG_FILE} or is corrupt: {err}") from None
 
 
-def read_torch_file(path: str | Path, fix: str) -> Any:
+def load_torch_file(path: str | Path, refused_fix: str, unreadable_fix: str | None = None, mmap: bool = False) -> Any:
     """A `torch.save` file read with `weights_only=True`: tensors and plain values only. A file
     whose unpickling would run code (a class, or a call such as `os.system`) is refused, and the
-    message says so; `fix` says what to give instead."""
+    message says so and what to give instead (`refused_fix`); any other failure says the file
+    is unreadable (`unreadable_fix`, default the same). `mmap` maps the file instead of reading
+    it whole, where its format allows."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if mmap and "mmap" in str(err):  # the legacy (pre-zip) format cannot be mapped
+                return torch.load(path, map_location="cpu", weights_only=True)
+            raise
     except Exception as err:  # a foreign or damaged file fails in many ways (KeyError, IndexError, ...)
         refused = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(err), flags=re.IGNORECASE)
         if isinstance(err, pickle.UnpicklingError) and refused:
             raise CheckpointError(
                 f"refused to load {path}: unpickling it would run arbitrary code ({refused.group(1)}), which could do "
-                f"anything to this machine, so none of it was run; {fix}"
+                f"anything to this machine, so none of it was run; {refused_fix}"
             ) from None
         first = "not a torch pickle" if isinstance(err, pickle.UnpicklingError) else str(err).strip()[:200]
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first}); {fix}") from None
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint ({type(err).__name__}: {first}); {unreadable_fix or refused_fix}"
+        ) from None

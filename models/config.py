@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nanolens.fields import BOOL, INT, NUMBER, OBJECT, STR, optional, shown
+
 # The valid names of every registry-backed slot. The registries themselves live beside the
 # modules that implement them; this table is kept here so that config validation (and
 # `nanolens --help`) never has to import torch.
@@ -20,10 +22,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "norm": ("layernorm", "rmsnorm", "none"),
     "norm_position": ("pre", "post"),
     "attention": ("multi_head", "average"),
-    "mlp": ("gelu", "relu", "relu2", "silu", "swiglu", "geglu"),
+    "mlp": ("gelu", "relu", "relu2", "silu", "swiglu", "geglu", "gelu_tanh"),
 }
 
 GATED_MLPS = ("swiglu", "geglu")
+ROPE_SCALING_KEYS: dict[str, tuple[str, ...]] = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+# Fields added after configs were first saved: written out only when they differ from their
+# default, so existing config.json files, and fingerprints computed from a config, stay as they were.
+LATER_FIELDS = ("parallel_block", "rotary_dim", "rope_scaling", "qkv_bias", "mlp_bias")
 
 
 class ConfigError(ValueError):
@@ -46,27 +55,24 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+_KINDS = {"bool": BOOL, "int": INT, "float": NUMBER, "str": STR, "dict": OBJECT}
+
+
 def check_field_types(config: Any) -> None:
     """Refuse a dataclass field value of the wrong type for its annotation (e.g. the string
     "False" for a switch), which would otherwise be taken as truthy or fail deep inside; floats
     given as ints become floats. Raises ConfigTypeError: `field: expected T, got V`."""
     for f in dataclasses.fields(config):
-        value, kind = getattr(config, f.name), str(f.type)
-        nullable = "None" in kind
-        if value is None and nullable:
+        value, annotation = getattr(config, f.name), str(f.type)
+        kind = next((k for name, k in _KINDS.items() if annotation.startswith(name)), None)
+        if kind is None:
             continue
-        if kind == "bool" and not isinstance(value, bool):
-            raise ConfigTypeError(f"{f.name}: expected true or false, got {value!r}")
-        if kind.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise ConfigTypeError(f"{f.name}: expected an integer{' or null' if nullable else ''}, got {value!r}")
-        if kind.startswith("float"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigTypeError(f"{f.name}: expected a number{' or null' if nullable else ''}, got {value!r}")
+        if "None" in annotation:
+            kind = optional(kind)
+        if not kind.check(value):
+            raise ConfigTypeError(f"{f.name}: expected {kind.name}, got {shown(value)}")
+        if annotation.startswith("float") and value is not None:
             setattr(config, f.name, float(value))
-        if kind.startswith("str") and not isinstance(value, str):
-            raise ConfigTypeError(f"{f.name}: expected a string{' or null' if nullable else ''}, got {value!r}")
-        if kind.startswith("dict") and not isinstance(value, dict):
-            raise ConfigTypeError(f"{f.name}: expected an object, got {value!r}")
 
 
 @dataclass
@@ -94,6 +100,11 @@ class GPTConfig:
     tie_weights: bool = True
     dropout: float = 0.0
     rope_base: float = 10000.0
+    rotary_dim: int | None = None  # rotate only the first rotary_dim features of each head (None: all)
+    rope_scaling: dict[str, Any] | None = None  # {"rope_type": "linear" | "llama3", ...}: longer contexts
+    parallel_block: bool = False  # attention and MLP both read the block's input (GPT-J, GPT-NeoX)
+    qkv_bias: bool | None = None  # bias on the query/key/value projection (None: as `bias`)
+    mlp_bias: bool | None = None  # bias on the MLP's linear layers (None: as `bias`)
     # Switches that take the architecture apart, for the simple-to-complex ladder.
     use_attn: bool = True
     use_mlp: bool = True
@@ -127,6 +138,19 @@ class GPTConfig:
     @property
     def gated_mlp(self) -> bool:
         return self.mlp in GATED_MLPS
+
+    @property
+    def rotary_width(self) -> int:
+        """How many features of each query/key head RoPE rotates."""
+        return self.d_head if self.rotary_dim is None else self.rotary_dim
+
+    @property
+    def has_qkv_bias(self) -> bool:
+        return self.bias if self.qkv_bias is None else self.qkv_bias
+
+    @property
+    def has_mlp_bias(self) -> bool:
+        return self.bias if self.mlp_bias is None else self.mlp_bias
 
     # ---- validation ------------------------------------------------------------------------
     def validate(self) -> None:
@@ -171,10 +195,46 @@ class GPTConfig:
             )
         if self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be > 0, got {self.norm_eps}")
+        self._validate_rotary()
+        if self.parallel_block and not (self.use_attn and self.use_mlp and self.use_residual and self.norm_position == "pre"):
+            raise ConfigError(
+                "parallel_block adds attention and MLP, both reading the block's input, to the residual "
+                "stream; it needs use_attn, use_mlp and use_residual on and norm_position='pre'"
+            )
+
+    def _validate_rotary(self) -> None:
+        if self.rotary_dim is not None:
+            if self.positional != "rotary":
+                raise ConfigError(f"rotary_dim only applies to positional='rotary' (got {self.positional!r}); drop it")
+            if not (2 <= self.rotary_dim <= self.d_head and self.rotary_dim % 2 == 0):
+                raise ConfigError(
+                    f"rotary_dim must be an even number from 2 to the head size {self.d_head}, got {self.rotary_dim}"
+                )
+        if self.rope_scaling is None:
+            return
+        if self.positional != "rotary":
+            raise ConfigError(f"rope_scaling only applies to positional='rotary' (got {self.positional!r}); drop it")
+        kind = self.rope_scaling.get("rope_type") if isinstance(self.rope_scaling, dict) else None
+        if kind not in ROPE_SCALING_KEYS:
+            raise ConfigError(
+                f"rope_scaling must be a dict whose rope_type is one of {', '.join(ROPE_SCALING_KEYS)}, got "
+                f"{self.rope_scaling!r}"
+            )
+        for key in ROPE_SCALING_KEYS[kind]:
+            value = self.rope_scaling.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"rope_scaling of type {kind!r} needs a positive number {key!r}, got {value!r}")
+        if kind == "llama3" and self.rope_scaling["high_freq_factor"] <= self.rope_scaling["low_freq_factor"]:
+            raise ConfigError("llama3 rope_scaling needs high_freq_factor > low_freq_factor")
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in LATER_FIELDS:
+            if data[name] == defaults[name]:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GPTConfig":

@@ -146,13 +146,16 @@ def stream_tokens(
     if seed is not None:
         generator = torch.Generator(device=tokens.device).manual_seed(seed)
     block = model.config.block_size
+    # The cache holds only what this generation can reach: a model whose context is 128k
+    # positions (Llama 3) must not preallocate keys and values for all of them.
+    capacity = min(block, tokens.shape[1] + max_new_tokens)
     seq = tokens
     cache = None
     for _ in range(max_new_tokens):
         if not use_kv_cache:
             window, kw = seq[:, -block:], {}
         elif cache is None or seq.shape[1] > block:
-            cache = model.new_kv_cache()
+            cache = model.new_kv_cache(capacity)
             window, kw = seq[:, -block:], {"kv_cache": cache}  # (re)fill the cache from the window
         else:
             window, kw = seq[:, cache.length :], {"kv_cache": cache}
@@ -224,10 +227,11 @@ def generate(
     if isinstance(input, Tensor):
         return out
     prompt_len = tokens.shape[1]
+    bos = len(model.bos_tokens(None))  # a BOS that to_tokens prepended is not part of the text
     texts = []
     for row in out:
         continuation, _ = _decode_until_stop(model, row[prompt_len:].tolist(), stop)
-        texts.append(model.tokenizer.decode(row[:prompt_len].tolist()) + continuation)
+        texts.append(model.tokenizer.decode(row[bos:prompt_len].tolist()) + continuation)
     return texts[0] if isinstance(input, str) else texts
 
 

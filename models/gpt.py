@@ -94,6 +94,8 @@ class GPT(FastCall, HookedRootModule):
 
     def _apply(self, fn, recurse: bool = True):  # keep cfg.device/dtype true after .to()/.cuda()
         super()._apply(fn, recurse)
+        if self.config.tie_weights and self.unembed.weight is not self.embed.W_E:
+            self.unembed.weight = self.embed.W_E  # a move that makes new Parameters (meta -> to_empty) unties them
         self.cfg.device = str(self.embed.W_E.device)
         self.cfg.dtype = self.embed.W_E.dtype
         return self
@@ -200,11 +202,14 @@ class GPT(FastCall, HookedRootModule):
         truncate: bool = False,
     ) -> Tensor:
         """Text -> ids [batch, pos]. A list of texts must tokenize to equal lengths (there is
-        no padding token in a char-level vocabulary). Char models have no BOS token, so
+        no padding here). A BOS token is prepended when the tokenizer has one and asks for it
+        (`tokenizer.prepend_bos`, as TransformerLens does for GPT-2, Pythia and Llama), or when
+        `prepend_bos=True`; char and BPE tokenizers trained here have none, so for them
         `prepend_bos` is accepted for TransformerLens compatibility and ignored."""
         tok = self._require_tokenizer()
         texts = [input] if isinstance(input, str) else list(input)
-        ids = [tok.encode(t) for t in texts]
+        bos = self.bos_tokens(prepend_bos)
+        ids = [bos + list(tok.encode(t)) for t in texts]
         if len({len(i) for i in ids}) > 1:
             raise ValueError(
                 "texts tokenize to different lengths "
@@ -215,6 +220,15 @@ class GPT(FastCall, HookedRootModule):
         tokens = torch.tensor(ids, dtype=torch.long)
         return tokens.to(self.device) if move_to_device else tokens
 
+    def bos_tokens(self, prepend_bos: bool | None = None) -> list[int]:
+        """What `to_tokens` puts before the text: [BOS id] when the tokenizer has a BOS token and
+        asks for it (or `prepend_bos=True`), else []. Code that counts a prompt's tokens with
+        `tokenizer.encode` adds `len(model.bos_tokens())` to index `to_tokens`' output."""
+        tok = self._require_tokenizer()
+        bos_id = getattr(tok, "bos_token_id", None)
+        wanted = getattr(tok, "prepend_bos", False) if prepend_bos is None else prepend_bos
+        return [bos_id] if wanted and bos_id is not None else []
+
     def to_string(self, tokens: Tensor | Sequence[int]) -> str | list[str]:
         tok = self._require_tokenizer()
         tokens = torch.as_tensor(tokens)
@@ -224,7 +238,10 @@ class GPT(FastCall, HookedRootModule):
 
     def to_str_tokens(self, input: str | Tensor | Sequence[int], prepend_bos: bool | None = None) -> list[str]:
         tok = self._require_tokenizer()
-        ids = tok.encode(input) if isinstance(input, str) else torch.as_tensor(input).flatten().tolist()
+        if isinstance(input, str):
+            ids = self.to_tokens(input, prepend_bos=prepend_bos, move_to_device=False)[0].tolist()
+        else:
+            ids = torch.as_tensor(input).flatten().tolist()
         return [tok.decode([i]) for i in ids]
 
     def to_single_token(self, string: str) -> int:
@@ -421,6 +438,28 @@ class GPT(FastCall, HookedRootModule):
         model.loaded_from = Path(directory)  # where it came from: errors name its files
         model.eval()
         return model.to(device) if device is not None else model
+
+    @classmethod
+    def from_hf(
+        cls,
+        source: Any,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        tokenizer: Any = None,
+        revision: str | None = None,
+    ) -> "GPT":
+        """Open a Hugging Face causal LM (GPT-2, Llama / Mistral / Qwen2, GPT-NeoX / Pythia): a
+        checkpoint directory, a `transformers` model object or a hub name. See `nanolens.models.hf`."""
+        from .hf import from_hf  # on use: interop (and huggingface_hub behind it) stays out of every model import
+
+        return from_hf(cls, source, dtype=dtype, device=device, tokenizer=tokenizer, revision=revision)
+
+    def to_hf(self, directory: str | Path) -> Path:
+        """Write this model as a Hugging Face checkpoint (GPT-2, Llama or GPT-NeoX format) that
+        `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads."""
+        from .hf_export import to_hf  # on use, as from_hf
+
+        return to_hf(self, directory)
 
     @classmethod
     def from_nanogpt(cls, path: str | Path, tokenizer: Any | None = None) -> "GPT":

@@ -6,6 +6,8 @@ Hooks: `hook_pre` [batch, pos, d_mlp] (pre-activation; the gate's for gated MLPs
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,6 +18,8 @@ from .registry import Registry
 
 ACTIVATIONS: Registry = Registry("mlp")
 ACTIVATIONS.register("gelu", "geglu")(F.gelu)
+# GPT-2's GELU (Hugging Face's `gelu_new`): the tanh approximation OpenAI trained with.
+ACTIVATIONS.register("gelu_tanh")(partial(F.gelu, approximate="tanh"))
 ACTIVATIONS.register("relu")(F.relu)
 ACTIVATIONS.register("relu2")(lambda x: F.relu(x).square())
 ACTIVATIONS.register("silu", "swiglu")(F.silu)
@@ -28,9 +32,10 @@ class MLP(FastCall):
         super().__init__()
         self.act = ACTIVATIONS[cfg.mlp]
         self.gated = cfg.gated_mlp
-        self.fc_in = Linear(cfg.n_embd, cfg.mlp_width, bias=cfg.bias)
-        self.fc_gate = Linear(cfg.n_embd, cfg.mlp_width, bias=cfg.bias) if self.gated else None
-        self.fc_out = Linear(cfg.mlp_width, cfg.n_embd, bias=cfg.bias)
+        bias = cfg.has_mlp_bias
+        self.fc_in = Linear(cfg.n_embd, cfg.mlp_width, bias=bias)
+        self.fc_gate = Linear(cfg.n_embd, cfg.mlp_width, bias=bias) if self.gated else None
+        self.fc_out = Linear(cfg.mlp_width, cfg.n_embd, bias=bias)
         self.dropout = Dropout(cfg.dropout)
         self.hook_pre = HookPoint()
         if self.gated:

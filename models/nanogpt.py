@@ -15,22 +15,23 @@ import torch
 
 from nanolens.files import atomic_write
 
-from .checkpoint import CheckpointError, read_torch_file
+from .checkpoint import CheckpointError, load_torch_file
 from .config import GPTConfig
 from .presets import preset_config
 
 if TYPE_CHECKING:
     from .gpt import GPT
 
-# nanoGPT name pattern -> nanolens name pattern ({i} is the layer index).
-_GLOBAL = {
+# nanoGPT name -> nanolens name (per layer: under transformer.h.{i}). nanoGPT kept GPT-2's names,
+# so Hugging Face's GPT-2 (models/hf_gpt2.py) reads the same table.
+GPT2_GLOBAL_NAMES = {
     "transformer.wte.weight": "embed.W_E",
     "transformer.wpe.weight": "pos_embed.W_pos",
     "transformer.ln_f.weight": "ln_final.w",
     "transformer.ln_f.bias": "ln_final.b",
     "lm_head.weight": "unembed.weight",
 }
-_PER_LAYER = {
+GPT2_LAYER_NAMES = {
     "ln_1.weight": "ln1.w", "ln_1.bias": "ln1.b",
     "attn.c_attn.weight": "attn.qkv.weight", "attn.c_attn.bias": "attn.qkv.bias",
     "attn.c_proj.weight": "attn.out.weight", "attn.c_proj.bias": "attn.out.bias",
@@ -43,18 +44,22 @@ _MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size"
 
 
 def _to_ours(key: str) -> str | None:
-    if key in _GLOBAL:
-        return _GLOBAL[key]
+    if key in GPT2_GLOBAL_NAMES:
+        return GPT2_GLOBAL_NAMES[key]
     match = _LAYER_KEY.match(key)
-    if match and match.group(2) in _PER_LAYER:
-        return f"blocks.{match.group(1)}.{_PER_LAYER[match.group(2)]}"
+    if match and match.group(2) in GPT2_LAYER_NAMES:
+        return f"blocks.{match.group(1)}.{GPT2_LAYER_NAMES[match.group(2)]}"
     return None
 
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no nanoGPT checkpoint at {path}")
-    checkpoint = read_torch_file(path, "give the ckpt.pt that nanoGPT's train.py wrote, re-saved with only tensors and plain values")
+    checkpoint = load_torch_file(
+        path,
+        refused_fix="re-save it from nanoGPT with only tensors and plain values",
+        unreadable_fix="give the ckpt.pt that nanoGPT's train.py wrote",
+    )
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict)
             and isinstance(checkpoint.get("model_args"), dict)):
         raise CheckpointError(
@@ -123,9 +128,9 @@ def _check_exportable(model: "GPT") -> None:
 def to_nanogpt(model: "GPT", path: str | Path) -> Path:
     """Write `model` as a nanoGPT checkpoint (`model_args` + `model`), atomically."""
     _check_exportable(model)
-    ours_to_theirs: dict[str, str] = {v: k for k, v in _GLOBAL.items()}
+    ours_to_theirs: dict[str, str] = {v: k for k, v in GPT2_GLOBAL_NAMES.items()}
     for i in range(model.config.n_layer):
-        for theirs, ours in _PER_LAYER.items():
+        for theirs, ours in GPT2_LAYER_NAMES.items():
             ours_to_theirs[f"blocks.{i}.{ours}"] = f"transformer.h.{i}.{theirs}"
     state = {ours_to_theirs[k]: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state["lm_head.weight"] = state["transformer.wte.weight"]  # nanoGPT ties them too

@@ -40,7 +40,12 @@ class LayerNorm(FastCall):
 
 @NORMS.register("rmsnorm")
 class RMSNorm(FastCall):
-    """Root-mean-square norm: rescale without centring, no bias (LLaMA's choice)."""
+    """Root-mean-square norm: rescale without centring, no bias (LLaMA's choice).
+
+    In bf16/fp16 the statistics are computed in float32 and the result cast back before the gain
+    is applied, exactly as Hugging Face's Llama does, so a half-precision model stays close to
+    its float32 original.
+    """
 
     centers = False
 
@@ -52,10 +57,14 @@ class RMSNorm(FastCall):
         self.hook_normalized = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
+        low_precision = x.dtype not in (torch.float32, torch.float64)
         if not is_observed(self.hook_scale, self.hook_normalized):
+            if low_precision:
+                return self.w * F.rms_norm(x.float(), self.w.shape, None, self.eps).to(x.dtype)
             return F.rms_norm(x, self.w.shape, self.w, self.eps)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale * self.w)
+        wide = x.float() if low_precision else x
+        scale = self.hook_scale((wide.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized((wide / scale).to(x.dtype) * self.w)
 
 
 def build_norm(cfg: GPTConfig) -> nn.Module | None:

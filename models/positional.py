@@ -70,22 +70,44 @@ class SinusoidalPositions(FastCall):
 
 @POSITIONAL.register("rotary")
 class Rotary(FastCall):
-    """RoPE: rotate pairs of query/key features (the two halves, GPT-NeoX style) by position."""
+    """RoPE: rotate pairs of query/key features by an angle proportional to the position.
+
+    Pairs are the two halves of the rotated features (feature i with i + width/2: GPT-NeoX's and
+    Hugging Face's `rotate_half` layout, not the interleaved (2i, 2i+1) of the paper). With
+    `rotary_dim` only the first features of each head rotate (GPT-NeoX / Pythia's partial rotary)
+    and the rest pass through; `rope_scaling` stretches the wavelengths for longer contexts.
+
+    Precision: the frequencies and the angle tables are always float32, whatever dtype the model
+    is cast to (as in Hugging Face), and are cast to the activations' dtype only when applied, so a
+    bf16/fp16 model rotates by the same angles as a float32 one.
+    """
 
     kind = "rotary"
+    INITIAL_TABLE = 8192  # positions precomputed at first; the table grows on demand
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        d_head = cfg.d_head
-        inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, d_head, 2).float() / d_head))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._build(cfg.block_size)
+        self.width = cfg.rotary_width
+        self.full = self.width == cfg.d_head
+        self.base, self.scaling = cfg.rope_base, cfg.rope_scaling
+        self.register_buffer("inv_freq", rope_frequencies(self.width, self.base, self.scaling), persistent=False)
+        self._build(min(cfg.block_size, self.INITIAL_TABLE))
 
     def _build(self, length: int) -> None:
-        angles = torch.outer(torch.arange(length, dtype=torch.float32, device=self.inv_freq.device), self.inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        with torch.inference_mode(False):  # a table grown during generation must serve training too
+            inv_freq = rope_frequencies(self.width, self.base, self.scaling).to(self.inv_freq.device)
+            angles = torch.outer(torch.arange(length, dtype=torch.float32, device=inv_freq.device), inv_freq)
+            angles = torch.cat([angles, angles], dim=-1)
+            self.register_buffer("inv_freq", inv_freq, persistent=False)
+            self.register_buffer("cos", angles.cos(), persistent=False)
+            self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        """After `.to(...)`, `.half()` or `to_empty()`: rebuild the float32 tables where they now live."""
+        super()._apply(fn, recurse)
+        if self.inv_freq.device.type != "meta":
+            self._build(self.cos.shape[0])
+        return self
 
     @staticmethod
     def _rotate_half(x: Tensor) -> Tensor:
@@ -99,7 +121,37 @@ class Rotary(FastCall):
             self._build(2 * (offset + length))
         cos = self.cos[offset : offset + length, None, :].to(x.dtype)
         sin = self.sin[offset : offset + length, None, :].to(x.dtype)
-        return x * cos + self._rotate_half(x) * sin
+        if self.full:
+            return x * cos + self._rotate_half(x) * sin
+        rotated, passed = x[..., : self.width], x[..., self.width :]
+        return torch.cat([rotated * cos + self._rotate_half(rotated) * sin, passed], dim=-1)
+
+
+def rope_frequencies(width: int, base: float, scaling: dict | None = None) -> Tensor:
+    """RoPE's inverse frequencies [width / 2] in float32, optionally rescaled.
+
+    `scaling` (Hugging Face's `rope_scaling` / `rope_parameters`): "linear" divides every
+    frequency by `factor` (positions interpolated); "llama3" (Llama 3.1+) divides only the low
+    frequencies, those whose wavelength exceeds original_context / low_freq_factor, keeps those
+    shorter than original_context / high_freq_factor, and blends smoothly in between.
+    """
+    inv_freq = 1.0 / (base ** (torch.arange(0, width, 2, dtype=torch.float32) / width))
+    kind = (scaling or {}).get("rope_type")
+    if kind is None:
+        return inv_freq
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    if kind == "llama3":
+        context = float(scaling["original_max_position_embeddings"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        wavelength = 2 * math.pi / inv_freq
+        smooth = (context / wavelength - low) / (high - low)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        out = torch.where(wavelength > context / low, inv_freq / factor, inv_freq)
+        medium = (wavelength >= context / high) & (wavelength <= context / low)
+        return torch.where(medium, blended, out)
+    raise ValueError(f"unknown rope_scaling type {kind!r}; known types: linear, llama3")
 
 
 @POSITIONAL.register("alibi")

@@ -16,7 +16,8 @@ from .config import GPTConfig
 
 _TL_NORMS = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}
 _TL_POSITIONS = {"learned": "standard", "sinusoidal": "sinusoidal", "rotary": "rotary", "alibi": "alibi", "none": "none"}
-_TL_ACTS = {"gelu": "gelu", "geglu": "gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swiglu": "silu"}
+_TL_ACTS = {"gelu": "gelu", "geglu": "gelu", "relu": "relu", "relu2": "relu2", "silu": "silu", "swiglu": "silu",
+            "gelu_tanh": "gelu_new"}
 SWITCHES = ("use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "use_hook_unembed")
 
 
@@ -32,6 +33,9 @@ class NanolensTLConfig(TransformerLensConfig):
     use_hook_mlp_in: bool = False
     use_hook_unembed: bool = False
     d_vocab_out: int = -1
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    parallel_attn_mlp: bool = False
     original_architecture: str = "nanolens"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -57,5 +61,8 @@ def tl_config(config: GPTConfig) -> NanolensTLConfig:
         normalization_type=_TL_NORMS[config.norm],
         final_rms=config.norm == "rmsnorm" and config.use_final_norm,
         default_prepend_bos=False,
+        rotary_dim=config.rotary_width if config.positional == "rotary" else None,
+        rotary_base=config.rope_base,
+        parallel_attn_mlp=config.parallel_block,
         **{name: getattr(config, name) for name in SWITCHES},
     )

@@ -5,6 +5,7 @@
 HuggingFace `tokenizers` package. Every tokenizer offers `encode`, `decode`, `vocab_size`,
 `id_to_str`, `save`, `to_dict` / `from_dict` and a `kind`; `load_tokenizer` reads any of them
 back from its JSON file and `build_tokenizer(kind, text)` makes one from a corpus.
+`HFTokenizer` (models/hf_tokenizer.py) wraps a pretrained model's Hugging Face tokenizer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from nanolens.fields import OBJECT, STR, FileFormatError, Kind, field, optional, read_json
+
+from .hf_tokenizer import HFTokenizer
 
 
 class UnknownCharactersError(ValueError):
@@ -163,6 +166,11 @@ class BPETokenizer:
         except Exception as err:  # the tokenizers library's own parse error
             raise FileFormatError(f"{where}: tokenizer: not a tokenizers-library tokenizer ({str(err)[:120]})") from None
 
+    @property
+    def backend(self):
+        """The wrapped `tokenizers.Tokenizer` (what export writes as tokenizer.json)."""
+        return self._tok
+
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
 
@@ -177,7 +185,9 @@ def _chunks(text: str, size: int = 1 << 16):
         start = end
 
 
-TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}
+TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}  # what build_tokenizer makes
+# What load_tokenizer reads: those, plus a pretrained model's Hugging Face tokenizer (never built here).
+LOADABLE: dict[str, type] = {**TOKENIZERS, "hf": HFTokenizer}
 DEFAULT_BPE_VOCAB = 1024
 
 
@@ -220,6 +230,6 @@ def load_tokenizer(path: str | Path):
         raise FileFormatError(f"{path} is not a nanolens tokenizer file ({str(err).removeprefix(f'{path}: ')}); "
                               "re-save the tokenizer") from None
     kind = field(data, "kind", STR, path)
-    if kind not in TOKENIZERS:
-        raise FileFormatError(f"{path}: unknown tokenizer kind {kind!r}; known kinds: {', '.join(TOKENIZERS)}")
-    return TOKENIZERS[kind].from_dict(data, where=path)
+    if kind not in LOADABLE:
+        raise FileFormatError(f"{path}: unknown tokenizer kind {kind!r}; known kinds: {', '.join(LOADABLE)}")
+    return LOADABLE[kind].from_dict(data, where=path)

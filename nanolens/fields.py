@@ -50,11 +50,14 @@ NUMBERS_BY_NAME = Kind("an object of numbers", lambda v: isinstance(v, dict) and
 
 
 def optional(kind: Kind) -> Kind:
-    return Kind(f"{kind.name} or null", lambda v: v is None or kind.check(v))
+    return one_of(kind, Kind("null", lambda v: v is None))
 
 
 def one_of(*kinds: Kind) -> Kind:
-    return Kind(" or ".join(k.name for k in kinds), lambda v: any(k.check(v) for k in kinds))
+    """Any of `kinds`, named as a list: "true, false or null"."""
+    names = [part for k in kinds for part in k.name.split(" or ")]
+    name = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return Kind(name, lambda v: any(k.check(v) for k in kinds))
 
 
 _MISSING = object()

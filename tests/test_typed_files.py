@@ -75,7 +75,6 @@ def test_a_missing_tokenizer_json_is_named_when_text_is_asked_for(run):
 
 @pytest.fixture
 def vector(tmp_path) -> Path:
-    model = tiny()
     v = SteeringVector({"blocks.0.hook_resid_pre": torch.randn(16)}, scales={"blocks.0.hook_resid_pre": 2.0}, label="v")
     v.save(tmp_path / "v")
     return tmp_path / "v"
