@@ -56,6 +56,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="a .toml or .json file of TrainConfig fields (plus optional data, preset, tokenizer, "
                         "vocab_size and a [model] table); flags override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from a trained model instead of a fresh preset (nanoGPT's init_from): a run or checkpoint "
+                        "folder, or hf:DIR for a Hugging Face checkpoint; the corpus is read with its tokenizer")
     p.add_argument("--tokenizer", choices=("char", "bpe"), default=None, help="char (default) or bpe")
     p.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (default 1024)")
     g = p.add_argument_group("training (TrainConfig fields)")
@@ -86,7 +89,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_steer_parsers(sub) -> None:
     p = sub.add_parser("steer", help="add a steering vector while generating: unsteered and steered side by side, or a sweep")
-    p.add_argument("--ckpt", required=True, help="checkpoint directory (runs/NAME/best) or run directory (runs/NAME)")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory (runs/NAME/best) or run directory (runs/NAME), or hf:DIR (a Hugging Face checkpoint)")
     p.add_argument("--method", default="contrast", help="contrast (ActAdd, needs --positive/--negative), mean-diff, pca, probe, random")
     p.add_argument("--positive", default=None, help="contrast: the positive prompt, e.g. 'I love'")
     p.add_argument("--negative", default=None, help="contrast: the negative prompt, e.g. 'I hate'")
@@ -141,7 +144,7 @@ def _add_finetune_parsers(sub) -> None:
 
     def stage(name: str, help: str, data: str | None = None) -> argparse.ArgumentParser:
         s = stages.add_parser(name, help=help)
-        s.add_argument("--ckpt", required=name not in ("sft",), help="the model to start from: checkpoint or run directory")
+        s.add_argument("--ckpt", required=name not in ("sft",), help="the model to start from: checkpoint or run directory, or hf:DIR")
         s.add_argument("--out", required=True, help="run directory to write")
         if data:
             s.add_argument("--data", default=None, help=f"{data} (default: the embedded sentiment task)")
@@ -200,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text from a checkpoint (or a fresh model)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--ckpt", help="checkpoint directory (e.g. runs/NAME/best)")
+    src.add_argument("--ckpt", help="checkpoint directory (e.g. runs/NAME/best), run directory, or hf:DIR")
     src.add_argument("--preset", default="gpt2", help="fresh untrained model of this preset (default gpt2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field of a fresh model")
     _add_sampling_flags(p)
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(command_module="train")
 
     p = sub.add_parser("probe", help="fit a linear probe at every layer: where does the model know the label?")
-    p.add_argument("--ckpt", required=True, help="checkpoint directory (runs/NAME/best) or run directory (runs/NAME)")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory (runs/NAME/best) or run directory (runs/NAME), or hf:DIR (a Hugging Face checkpoint)")
     p.add_argument("--dataset", default="sentiment",
                    help="sentiment (the embedded corpus' story labels), shakespeare (VADER-labelled lines), "
                         "or a .csv/.jsonl file with text and label columns")
@@ -250,6 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_steer_parsers(sub)
     _add_finetune_parsers(sub)
+
+    p = sub.add_parser("import", help="open a Hugging Face checkpoint (GPT-2, Pythia, Llama family) and save it as a nanolens model")
+    p.add_argument("--hf", required=True, metavar="SOURCE", help="a Hugging Face checkpoint directory, or a hub name (e.g. openai-community/gpt2)")
+    p.add_argument("--out", required=True, help="the nanolens checkpoint folder to write (e.g. runs/gpt2)")
+    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16, or auto (the checkpoint's own)")
+    p.set_defaults(command_module="hf")
+
+    p = sub.add_parser("export", help="write a model trained here as a Hugging Face checkpoint (GPT-2, Llama or GPT-NeoX format)")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory (runs/NAME/best) or run directory (runs/NAME)")
+    p.add_argument("--hf", required=True, metavar="OUT", help="the folder to write (config.json, model.safetensors, tokenizer)")
+    p.set_defaults(command_module="hf")
 
     p = sub.add_parser("bench", help="measure this machine's matmul peak (fp32, bf16): what MFU figures divide by")
     p.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1, the current count, all cores)")

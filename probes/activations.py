@@ -131,6 +131,13 @@ def _as_token_lists(model: GPT, data: Any) -> list[list[int]]:
     )
 
 
+def _is_text(data: Any) -> bool:
+    """Strings (or a LabelledTexts' texts), as opposed to token ids given as they are."""
+    if isinstance(data, str):
+        return True
+    return isinstance(data, (list, tuple)) and bool(data) and all(isinstance(t, str) for t in data)
+
+
 def _preview(text: str, width: int = 40) -> str:
     return repr(text if len(text) <= width else text[: width - 3] + "...")
 
@@ -148,8 +155,9 @@ class _Plan:
     pooled: list[bool]  # per text: rows are means over spans (position and token then read -1)
 
 
-def _plan(model: GPT, ids: list[list[int]], positions: str | list[Position], truncate: bool) -> _Plan:
-    block = model.config.block_size
+def _plan(model: GPT, ids: list[list[int]], positions: str | list[Position], truncate: bool, reserved: int = 0) -> _Plan:
+    """`reserved`: context positions taken before every text (its BOS token), not for reading."""
+    block = model.config.block_size - reserved
     cut = [0] * len(ids)
     for i, t in enumerate(ids):
         if not t:
@@ -305,6 +313,9 @@ def extract_activations(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     ids = _as_token_lists(model, texts_or_tokens)
+    # Texts get the BOS token the model expects (as `to_tokens` and TransformerLens give them);
+    # positions still index the text's own tokens, and the BOS position is never read.
+    prefix = model.bos_tokens() if _is_text(texts_or_tokens) else []
     if not ids:
         raise ValueError("no texts given: the list is empty; pass at least one text (or token sequence)")
     n = len(ids)
@@ -316,7 +327,7 @@ def extract_activations(
     if device is not None:
         model.to(device)
     spec = normalise_positions(positions, n)
-    plan = _plan(model, ids, spec, truncate)
+    plan = _plan(model, ids, spec, truncate, reserved=len(prefix))
     vocab = model.config.vocab_size
     for i, t in enumerate(plan.ids):
         if min(t) < 0 or max(t) >= vocab:
@@ -346,16 +357,17 @@ def extract_activations(
         with torch.inference_mode():
             for batch in _batches(order, lengths, batch_size):
                 width = int(lengths[batch].max())
-                tokens = torch.zeros((len(batch), width), dtype=torch.long)
+                tokens = torch.zeros((len(batch), len(prefix) + width), dtype=torch.long)
+                tokens[:, : len(prefix)] = torch.as_tensor(prefix, dtype=torch.long)
                 for row, i in enumerate(batch):
-                    tokens[row, : lengths[i]] = torch.as_tensor(plan.ids[i])
+                    tokens[row, len(prefix) : len(prefix) + lengths[i]] = torch.as_tensor(plan.ids[i])
                 _, cache = model.run_with_cache(
                     tokens.to(model.device), names_filter=hooks, stop_at_layer=stop,
                     return_type=return_type, return_cache_object=False,
                 )
                 for hook in hooks:
                     act = cache[hook]
-                    act = act.reshape(act.shape[0], act.shape[1], -1).float().cpu().numpy()
+                    act = act[:, len(prefix):].reshape(act.shape[0], act.shape[1] - len(prefix), -1).float().cpu().numpy()
                     for row, i in enumerate(batch):
                         s, e = plan.starts[i], plan.ends[i]
                         if plan.pooled[i]:

@@ -133,8 +133,9 @@ def contrast_pair(
     `pad` tokens to equal length (as ActAdd pads), so position i of one faces position i of
     the other.
 
-    `position`: ``"aligned"`` keeps the per-position difference [n_pos, d] (added at text
-    positions 0..n_pos-1, ActAdd's alignment); ``"mean"`` averages each prompt over its own
+    `position`: ``"aligned"`` keeps the per-position difference [n_pos, d] (added at prompt
+    positions 0..n_pos-1, ActAdd's alignment; with a BOS token, row 0 is its position, where
+    the two prompts do not differ); ``"mean"`` averages each prompt over its own
     tokens before subtracting; ``"last"`` takes each prompt's own last token; an int takes one
     aligned position. The typical norm is measured on both prompts (or `norm_texts`).
     """
@@ -143,8 +144,9 @@ def contrast_pair(
     pad_ids = model._require_tokenizer().encode(pad) if pad else []
     if len(pad_ids) != 1:
         raise SteeringError(f"pad={pad!r} must be exactly one token")
-    n = max(len(ids_p), len(ids_n))
-    rows = [ids_p + pad_ids * (n - len(ids_p)), ids_n + pad_ids * (n - len(ids_n))]
+    bos = model.bos_tokens()  # as generation's prompt has it, so aligned row i meets prompt position i
+    b, n = len(bos), len(bos) + max(len(ids_p), len(ids_n))
+    rows = [bos + ids_p + pad_ids * (n - b - len(ids_p)), bos + ids_n + pad_ids * (n - b - len(ids_n))]
     tokens = torch.tensor(rows, dtype=torch.long, device=model.device)
     layer_index = int(name.split(".")[1])
     stop = layer_index + 1 if layer_index + 1 < model.config.n_layer else None
@@ -159,9 +161,9 @@ def contrast_pair(
     if position == "aligned":
         direction = act[0] - act[1]
     elif position == "mean":
-        direction = act[0, : len(ids_p)].mean(0) - act[1, : len(ids_n)].mean(0)
+        direction = act[0, b : b + len(ids_p)].mean(0) - act[1, b : b + len(ids_n)].mean(0)
     elif position == "last":
-        direction = act[0, len(ids_p) - 1] - act[1, len(ids_n) - 1]
+        direction = act[0, b + len(ids_p) - 1] - act[1, b + len(ids_n) - 1]
     elif isinstance(position, int) and not isinstance(position, bool):
         if not -n <= position < n:
             raise SteeringError(f"position {position} is outside the {n} aligned positions of the pair")

@@ -52,7 +52,7 @@ def continuation_perplexity(model: GPT, prompt: str, continuations: Sequence[str
                 out.append(float("nan"))
                 continue
             ids = model.to_tokens(prompt + c)
-            nll, n = continuation_nll(model, ids, len(model.tokenizer.encode(prompt)), [len(model.tokenizer.encode(c))])
+            nll, n = continuation_nll(model, ids, model.to_tokens(prompt).shape[1], [len(model.tokenizer.encode(c))])
             out.append(math.exp(nll[0] / max(n[0], 1)))
     finally:
         model.train(was_training)

@@ -67,10 +67,11 @@ def margin_sweep(
     model.eval()
     for prefix, pos, neg in tqdm(list(zip(prefixes, positive, negative)), desc=f"margins ({S} settings)", leave=False,
                                  disable=not progress):
-        P = len(model.tokenizer.encode(prefix))
+        P = model.to_tokens(prefix).shape[1]  # with the BOS token where the model has one
         for j, cont in enumerate((pos, neg)):
-            ids = model.to_tokens(prefix + cont)[:, -block:]
-            start = max(P - (len(model.tokenizer.encode(prefix + cont)) - ids.shape[1]), 1)
+            full = model.to_tokens(prefix + cont)
+            ids = full[:, -block:]
+            start = max(P - (full.shape[1] - ids.shape[1]), 1)
             for k in range(0, S, max_rows):
                 chunk = list(range(k, min(S, k + max_rows)))
                 with steer(model, RowSteering([settings[i][3] for i in chunk])):

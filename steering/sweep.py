@@ -69,7 +69,7 @@ def _check_prompts(model: GPT, prompts: Any) -> list[str]:
     for i, p in enumerate(prompts):
         if not isinstance(p, str) or not p:
             raise SteeringError(f"prompt {i} is empty; every prompt needs at least one token")
-        if len(model.tokenizer.encode(p)) >= model.config.block_size:
+        if model.to_tokens(p).shape[1] >= model.config.block_size:
             raise SteeringError(f"prompt {i} is as long as the context ({model.config.block_size} tokens); shorten it")
     return prompts
 

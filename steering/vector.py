@@ -62,7 +62,9 @@ def measure_scales(model: GPT, hooks: Sequence[str], texts: Sequence[str] | Tens
     """The typical residual norm at each hook: sqrt(mean ||x||^2) over every position of `texts`.
 
     `texts`: strings (run one at a time, so lengths may differ; at most `max_texts`), or a
-    token tensor [batch, pos].
+    token tensor [batch, pos]. Strings get the model's BOS token where it has one, and the BOS
+    position is left out: its norm (an attention sink's, often many times the others) is not
+    what a steering coefficient should be measured against.
     """
     hooks = list(hooks)
     for h in hooks:
@@ -70,6 +72,7 @@ def measure_scales(model: GPT, hooks: Sequence[str], texts: Sequence[str] | Tens
     sums = {h: 0.0 for h in hooks}
     count = 0
     stop = stop_layer(hooks)
+    skip = 0
     was_training = model.training
     model.eval()
     try:
@@ -79,18 +82,19 @@ def measure_scales(model: GPT, hooks: Sequence[str], texts: Sequence[str] | Tens
             texts = [t for t in list(texts)[:max_texts] if t]
             if not texts:
                 raise SteeringError("no text to measure the typical residual norm on; give at least one non-empty text")
-            block = model.config.block_size
+            bos = model.bos_tokens()
+            skip, block = len(bos), model.config.block_size - len(bos)
             by_len: dict[int, list[list[int]]] = {}
             for t in texts:
-                ids = model.tokenizer.encode(t)[-block:]
+                ids = bos + model.tokenizer.encode(t)[-block:]
                 by_len.setdefault(len(ids), []).append(ids)
             batches = [torch.tensor(group, dtype=torch.long, device=model.device) for group in by_len.values()]
         for tokens in batches:
             _, cache = model.run_with_cache(tokens, names_filter=hooks, stop_at_layer=stop, return_type=None,
                                             return_cache_object=False)
             for h in hooks:
-                sums[h] += float(cache[h].float().pow(2).sum())
-            count += tokens.shape[0] * tokens.shape[1]
+                sums[h] += float(cache[h][:, skip:].float().pow(2).sum())
+            count += tokens.shape[0] * (tokens.shape[1] - skip)
     finally:
         model.train(was_training)
     return {h: math.sqrt(sums[h] / max(count, 1)) for h in hooks}

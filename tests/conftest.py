@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from nanolens.models import GPT, CharTokenizer, GPTConfig
 
@@ -64,3 +66,29 @@ def make_model():
 def tokens() -> torch.Tensor:
     """A fixed batch of 2 sequences of 12 ids below TINY's vocab_size."""
     return torch.randint(0, TINY["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1))
+
+
+HF_TEXT = ("I love this. I hate this. The weather today is lovely and I am happy. The food was awful and I was sad. "
+           "I went up to my friend and said hello. Once upon a time there was a cat who sat on the mat.\n") * 8
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2_dir(tmp_path_factory):
+    """A tiny random GPT-2 checkpoint as `save_pretrained` writes it, with a byte-level BPE
+    tokenizer (BOS = EOS = <|endoftext|>, as GPT-2's) saved beside it: a stand-in for
+    `openai-community/gpt2` that needs no download. 4 layers, d_model 64, 512 tokens."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator([HF_TEXT], trainer=trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>",
+                                                eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=len(fast), n_positions=128, n_embd=64, n_layer=4, n_head=4,
+                                     bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
+    directory = tmp_path_factory.mktemp("hf_gpt2")
+    transformers.GPT2LMHeadModel(config).eval().save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory

@@ -14,11 +14,11 @@ from .config import TrainConfig
 from .metrics import StopTraining, read_metrics
 from .plots import plot_losses
 from .recipe import model_and_data
-from .runs import find_checkpoints, find_runs, model_dir, run_of
+from .runs import find_checkpoints, find_runs, model_dir, open_model, run_of
 from .runtime import resolve_device
 from .trainer import Trainer
 
 __all__ = [
     "DataError", "StopTraining", "TokenData", "TrainConfig", "Trainer", "find_checkpoints", "find_runs", "model_and_data",
-    "model_dir", "plot_losses", "read_metrics", "resolve_device", "run_of",
+    "model_dir", "open_model", "plot_losses", "read_metrics", "resolve_device", "run_of",
 ]

@@ -29,7 +29,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
 
 # Keys of a TOML/JSON config file that belong to the run, not to TrainConfig (the CLI reads them).
-RUN_KEYS = ("model", "data", "preset", "tokenizer", "vocab_size", "out")
+RUN_KEYS = ("model", "data", "preset", "tokenizer", "vocab_size", "init_from", "out")
 
 
 @dataclass

@@ -3,8 +3,9 @@
 A **checkpoint** is a model directory (`config.json` + `model.safetensors`, `GPT.load` reads it),
 possibly with the trainer's state beside (`nanolens.training.state`). A **run** is what
 `nanolens train --out DIR` writes: `metrics.jsonl`, `best/` and `last/` checkpoints, `data/`,
-and any others (e.g. `checkpoints/iter_000500/`). Every `--ckpt`, the explorer's folder and
-`--resume` are resolved here.
+and any others (e.g. `checkpoints/iter_000500/`). A model trained elsewhere is named
+`hf:SOURCE` (a Hugging Face checkpoint directory or hub name). Every `--ckpt`, `--init-from`,
+the explorer's folder and `--resume` are resolved here.
 """
 
 from __future__ import annotations
@@ -16,12 +17,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nanolens.models import GPT
 from nanolens.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 
 from .metrics import METRICS_FILE
 from .state import STATE_FILE, checkpoint_missing
 
 RUN_CHECKPOINTS = ("best", "last")  # what a run's --ckpt means, in order of preference
+HF_PREFIX = "hf:"  # `--ckpt hf:DIR`: a Hugging Face checkpoint, opened with GPT.from_hf
+
+
+def hf_source(spec: str | Path) -> str | None:
+    """The Hugging Face source `spec` names (`hf:DIR` or `hf:org/name` -> what follows), else None."""
+    text = str(spec)
+    return text[len(HF_PREFIX):] if text.startswith(HF_PREFIX) else None
+
+
+def open_model(spec: str | Path, device: str = "cpu") -> GPT:
+    """The model a `--ckpt` or `--init-from` names, in eval mode: `hf:SOURCE` opens a Hugging
+    Face checkpoint (GPT.from_hf: a directory, or a hub name from the local cache or the
+    network); anything else is a nanolens checkpoint or run directory (`model_dir`)."""
+    source = hf_source(spec)
+    if source is not None:
+        if not source:
+            raise ValueError(f"{spec!r}: give the checkpoint after hf:, e.g. hf:path/to/gpt2 or hf:openai-community/gpt2")
+        return GPT.from_hf(source, device=device)
+    return GPT.load(model_dir(spec), device=device).eval()
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -38,7 +59,10 @@ def is_run(path: str | Path) -> bool:
 
 def model_dir(path: str | Path) -> Path:
     """A model directory: `path` itself when it holds a config, else a run directory's best/
-    (then last/). What every command's `--ckpt` accepts."""
+    (then last/). What every command's `--ckpt` accepts (with `hf:SOURCE`, via `open_model`)."""
+    if hf_source(path) is not None:
+        raise ValueError(f"{path} is a Hugging Face checkpoint: open it with open_model, or import it once with "
+                         f"`nanolens import --hf {hf_source(path)} --out runs/NAME`")
     path = Path(path)
     if (path / CONFIG_FILE).is_file():
         return path
@@ -59,7 +83,11 @@ def run_of(checkpoint: str | Path) -> Path | None:
 
 def output_dir(checkpoint: str | Path, name: str) -> Path:
     """Where a command writes its results for a checkpoint: `RUN/name`, or `CHECKPOINT/name`
-    for a checkpoint that belongs to no run."""
+    for a checkpoint that belongs to no run; for `hf:DIR`, `DIR/name`, and for a hub name
+    (whose files live in the download cache) `runs/ORG_NAME/name`."""
+    source = hf_source(checkpoint)
+    if source is not None:
+        return Path(source) / name if Path(source).is_dir() else Path("runs") / source.replace("/", "_") / name
     checkpoint = Path(checkpoint)
     return (run_of(checkpoint) or checkpoint) / name
 

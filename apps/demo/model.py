@@ -98,7 +98,7 @@ def sentiment_consistency(model: GPT, n_contexts: int = 4) -> dict[str, float]:
     keeps the sentiment gives high / low values; one that does not gives about the same for both,
     and then no direction can steer what it does not represent."""
     def word_prob(ctx: str, word: str) -> float:
-        n_ctx = len(model.tokenizer.encode(ctx))
+        n_ctx = model.to_tokens(ctx).shape[1]
         ids = model.to_tokens(ctx + word)
         lp = torch.log_softmax(model(ids)[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0]
         return float(lp[n_ctx - 1 :].sum().exp())

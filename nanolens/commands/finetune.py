@@ -24,7 +24,7 @@ from nanolens.finetune.data import (FinetuneDataWarning, Preference, fits_contex
                                     read_jsonl, sentiment_preferences, sentiment_prompts, sentiment_sft_pairs)
 from nanolens.finetune.sft import PAIRS_FILE
 from nanolens.models import GPT
-from nanolens.training import TrainConfig, model_dir, resolve_device
+from nanolens.training import TrainConfig, open_model, resolve_device
 from nanolens.training.runs import find_checkpoint
 from nanolens.training.state import STATE_FILE
 
@@ -64,7 +64,7 @@ def _train_config(args: argparse.Namespace, stage: str) -> TrainConfig:
 
 
 def _load(path: str, device: str = "auto") -> GPT:
-    return GPT.load(model_dir(path), device=resolve_device(device)).eval()
+    return open_model(path, device=resolve_device(device))
 
 
 def _template(args: argparse.Namespace, model: GPT, default: str | None = None) -> Template:

@@ -6,15 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from nanolens.models import GPT
 from nanolens.probes import LabelledTexts, LinearProbe, plot_probe_layers, probe_layers, probe_table
-from nanolens.training import model_dir, resolve_device
+from nanolens.training import open_model, resolve_device
 from nanolens.training.runs import output_dir
 
 
 def run(args: argparse.Namespace) -> int:
-    ckpt = model_dir(args.ckpt)
-    model = GPT.load(ckpt, device=resolve_device(args.device))
+    model = open_model(args.ckpt, device=resolve_device(args.device))
+    ckpt = model.loaded_from or args.ckpt
     block = model.config.block_size
     if args.dataset == "sentiment":
         dataset = LabelledTexts.from_sentiment(args.n or 1000, seed=args.data_seed, position=args.position, max_chars=block)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from nanolens.models import GPT, CharTokenizer, preset_config
-from nanolens.training import model_dir, resolve_device
+from nanolens.training import open_model, resolve_device
 
 # A fresh model needs some vocabulary to speak in before it has seen a corpus.
 DEFAULT_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -15,7 +15,7 @@ DEFAULT_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvw
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.ckpt:
-        model = GPT.load(model_dir(args.ckpt), device=device)
+        model = open_model(args.ckpt, device=device)
     else:
         tokenizer = CharTokenizer(DEFAULT_CHARS)
         config = preset_config(args.preset, vocab_size=tokenizer.vocab_size).with_overrides(args.set)

@@ -16,7 +16,7 @@ from nanolens.steering import (Steering, SteeringVector, contrast_pair, hook_nam
                                summarize_sweep, sweep)
 from nanolens.steering.datasets import labelled_pairs
 from nanolens.tables import side_by_side, text_table
-from nanolens.training import model_dir, resolve_device
+from nanolens.training import open_model, resolve_device
 from nanolens.training.runs import output_dir
 
 
@@ -62,8 +62,8 @@ def _positions(value: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """`nanolens steer`: print unsteered and steered generations side by side, or run a sweep."""
-    ckpt = model_dir(args.ckpt)
-    model = GPT.load(ckpt, device=resolve_device(args.device)).eval()
+    model = open_model(args.ckpt, device=resolve_device(args.device))
+    ckpt = model.loaded_from or args.ckpt
     n = model.config.n_layer
     layer = args.layer if args.layer is not None else n // 2
     if args.vector:

@@ -11,6 +11,7 @@ from pathlib import Path
 from nanolens.corpora import load_corpus
 from nanolens.models import ConfigError, GPT, GPTConfig, preset_config
 from nanolens.training import TokenData, Trainer, TrainConfig, model_and_data
+from nanolens.training.recipe import continued_model_and_data
 from nanolens.training.config import RUN_KEYS, read_config_file
 from nanolens.training.lock import RunLock
 from nanolens.training.runs import find_checkpoint
@@ -45,6 +46,33 @@ def _model_overrides(table: object, source: str) -> dict:
     return dict(table)
 
 
+def _fresh(args: argparse.Namespace, file: dict, spec: str, config: TrainConfig) -> tuple[GPT, TokenData]:
+    """A new model of the preset, with a tokenizer trained on the corpus."""
+    preset = args.preset or file.get("preset") or "gpt2"
+    kind = args.tokenizer or file.get("tokenizer") or "char"
+    vocab_size = args.vocab_size if args.vocab_size is not None else file.get("vocab_size")
+    overrides = _model_overrides(file.get("model", {}), args.config or "config")
+    preset_config(preset)  # an unknown preset fails before the corpus is read
+    text = load_corpus(spec).text
+    set_keys = {item.partition("=")[0].strip() for item in args.set}
+    if config.block_size is not None and "block_size" not in overrides and "block_size" not in set_keys:
+        overrides["block_size"] = config.block_size
+    model, data = model_and_data(text, spec, preset=preset, tokenizer=kind, vocab_size=vocab_size, overrides=overrides,
+                                 assignments=args.set, val_fraction=config.val_fraction, seed=config.seed)
+    return model, data
+
+
+def _continued(args: argparse.Namespace, file: dict, init_from: str, spec: str, config: TrainConfig) -> tuple[GPT, TokenData]:
+    """A trained model to train further (`--init-from`): its architecture and tokenizer are kept."""
+    given = {"--preset": args.preset or file.get("preset"), "--tokenizer": args.tokenizer or file.get("tokenizer"),
+             "--vocab-size": args.vocab_size or file.get("vocab_size"), "[model]": file.get("model")}
+    fixed = [flag for flag, value in given.items() if value]
+    if fixed:
+        raise ConfigError(f"--init-from {init_from} keeps that model's architecture and tokenizer; drop {', '.join(fixed)}")
+    return continued_model_and_data(init_from, load_corpus(spec).text, spec, assignments=args.set,
+                                    val_fraction=config.val_fraction)
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.resume and not out.is_dir():
@@ -60,9 +88,9 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     data_dir = out / "data"
 
     if args.resume:
-        if args.set or args.preset or args.tokenizer or args.vocab_size is not None:
+        if args.set or args.preset or args.tokenizer or args.vocab_size is not None or args.init_from:
             raise ConfigError("--resume continues the model saved in the run; drop --set/--preset/--tokenizer/"
-                              "--vocab-size (or start a new run with another --out)")
+                              "--vocab-size/--init-from (or start a new run with another --out)")
         last = find_checkpoint(out, "last")
         model = GPT.load(last)
         saved = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))["train_config"]
@@ -82,17 +110,11 @@ def _train(args: argparse.Namespace, out: Path) -> int:
 
         config = _train_config({**train_fields, **flags}, args.config)
         spec = str(args.data or file.get("data") or "sentiment")
-        preset = args.preset or file.get("preset") or "gpt2"
-        kind = args.tokenizer or file.get("tokenizer") or "char"
-        vocab_size = args.vocab_size if args.vocab_size is not None else file.get("vocab_size")
-        overrides = _model_overrides(file.get("model", {}), args.config or "config")
-        preset_config(preset)  # an unknown preset fails before the corpus is read
-        text = load_corpus(spec).text
-        set_keys = {item.partition("=")[0].strip() for item in args.set}
-        if config.block_size is not None and "block_size" not in overrides and "block_size" not in set_keys:
-            overrides["block_size"] = config.block_size
-        model, data = model_and_data(text, spec, preset=preset, tokenizer=kind, vocab_size=vocab_size, overrides=overrides,
-                                     assignments=args.set, val_fraction=config.val_fraction, seed=config.seed)
+        init_from = args.init_from or file.get("init_from")
+        if init_from:
+            model, data = _continued(args, file, init_from, spec, config)
+        else:
+            model, data = _fresh(args, file, spec, config)
         data.check_block_size(config.block_size or model.config.block_size)
         data.save(data_dir)
 

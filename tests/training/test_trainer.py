@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanolens.models import GPT, preset_config
+from nanolens.models import GPT, CharTokenizer, preset_config
 from nanolens.training.batches import DataError, TokenData
 from nanolens.models.checkpoint import CheckpointError
 from nanolens.models.config import ConfigError
@@ -21,6 +21,7 @@ from nanolens.training import StopTraining, Trainer, TrainConfig
 from nanolens.training.runs import find_checkpoint
 from nanolens.training.lock import LOCK_FILE
 from nanolens.training.metrics import read_metrics
+from nanolens.training.recipe import continued_model_and_data
 
 # One tiny setup, exec'd both here and in the subprocesses, so both build the same run.
 SETUP = """
@@ -374,3 +375,20 @@ def test_ddp_two_process_gloo_ranks_agree(tmp_path):
     assert json.loads((out / "last" / "trainer_state.json").read_text())["world_size"] == 2
     logs = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "log"]
     assert [r["iter"] for r in logs] == [2, 4, 6]  # written once, by rank 0
+
+
+@pytest.mark.parametrize("preset", ["gpt2", "modern"])
+def test_a_continued_model_with_a_shorter_context_computes_what_the_original_did(preset, tmp_path):
+    """`--init-from CKPT --set block_size=N` crops per-position tables; on N tokens the model
+    is the one it was (dropout aside), for learned and rotary positions alike."""
+    text = "the cat sat on the mat. the dog sat on the log.\n" * 12
+    tok = CharTokenizer.from_text(text)
+    torch.manual_seed(0)
+    original = GPT(preset_config(preset, vocab_size=tok.vocab_size, n_layer=2, n_embd=32, n_head=4, block_size=64),
+                   tokenizer=tok).eval()
+    original.save(tmp_path / "ckpt")
+    model, data = continued_model_and_data(str(tmp_path / "ckpt"), text, "text", assignments=["block_size=16"])
+    assert model.config.block_size == 16 and model.training and data.vocab_size == tok.vocab_size
+    ids = original.to_tokens(text[:16])
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(ids), original(ids), atol=1e-6)
